@@ -276,6 +276,12 @@ def _coerce_scalar(hint: Any, value: Any, key: str) -> Any:
     is_bool_for_number = isinstance(value, bool) and hint is not bool
     if isinstance(value, accepted) and not is_bool_for_number:
         return float(value) if hint is float else value
+    if hint is float and isinstance(value, str):
+        # NOTE: YAML 1.1 reads `2e-4` (no dot) as a string; a float key accepts it anyway.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     expected = getattr(hint, "__name__", str(hint))
     raise ConfigError(f"config key {key!r}: expected {expected}, got {value!r}")
 

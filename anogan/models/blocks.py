@@ -14,22 +14,23 @@ logger = logging.getLogger(__name__)
 
 
 class UpBlock(nn.Module):
-    """Residual block that doubles the resolution: (B, C_in, H, W) -> (B, C_out, 2H, 2W)."""
+    """Residual block that doubles the resolution: (B, C_in, H, W) -> (B, C_out, 2H, 2W).
+
+    Main path: batch norm, ReLU, 4x4 transposed convolution with stride 2; shortcut: nearest
+    up-sampling and a 1x1 convolution. One strided convolution a block keeps the cost near the
+    published DCGAN-style f-AnoGAN at the same widths.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.main = nn.Sequential(
             nn.BatchNorm2d(in_channels),
             nn.ReLU(),
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1),
         )
         self.shortcut = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(in_channels, out_channels, 1),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -39,24 +40,21 @@ class UpBlock(nn.Module):
 class DownBlock(nn.Module):
     """Residual block that halves the resolution: (B, C_in, H, W) -> (B, C_out, H/2, W/2).
 
-    The first block of a trunk (`first=True`) sees raw pixels and skips the leading
-    normalisation and activation.
+    Main path: layer norm, ReLU, 4x4 convolution with stride 2; shortcut: 2x2 average pooling
+    and a 1x1 convolution. The first block of a trunk (`first=True`) sees raw pixels and skips
+    the leading normalisation and activation.
     """
 
     def __init__(self, in_channels: int, out_channels: int, first: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         if not first:
-            layers += [nn.GroupNorm(1, in_channels), nn.ReLU()]
-        layers += [
-            nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(1, out_channels),
-            nn.ReLU(),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1),
-            nn.AvgPool2d(2),
-        ]
+            layers += [nn.GroupNorm(1, in_channels), nn.LeakyReLU(0.2)]
+        layers.append(nn.Conv2d(in_channels, out_channels, 4, stride=2, padding=1))
         self.main = nn.Sequential(*layers)
-        self.shortcut = nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(in_channels, out_channels, 1))
+        self.shortcut = nn.Sequential(
+            nn.AvgPool2d(2), nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.main(features) + self.shortcut(features)

@@ -9,6 +9,7 @@ with f the critic's last feature map, and the pixel anomaly map |x - x_hat|.
 """
 
 import logging
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -75,18 +76,35 @@ class FAnoGAN(nn.Module):
             AnomalyOutput with per-window maps and scores.
         """
         reconstruction = self.reconstruct(images)
-        squared = (images - reconstruction).square()
-        pixel_map = (images - reconstruction).abs()
-        if mask is None:
-            image_residual = squared.mean(dim=(1, 2, 3))
-        else:
-            pixel_map = pixel_map * mask
-            image_residual = (squared * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp(
-                min=1.0
-            )
+        return anomaly_from_reconstruction(
+            images, reconstruction, self.critic.features, kappa, mask
+        )
 
-        features_real = self.critic.features(images)
-        features_fake = self.critic.features(reconstruction)
-        feature_residual = (features_real - features_fake).square().mean(dim=1)
-        score = image_residual + kappa * feature_residual
-        return AnomalyOutput(reconstruction, pixel_map, image_residual, feature_residual, score)
+
+def anomaly_from_reconstruction(
+    images: torch.Tensor,
+    reconstruction: torch.Tensor,
+    features: Callable[[torch.Tensor], torch.Tensor],
+    kappa: float = 1.0,
+    mask: torch.Tensor | None = None,
+) -> AnomalyOutput:
+    """The f-AnoGAN score of windows given their reconstructions.
+
+    Args:
+        images: (B, 1, H, W) in [-1, 1].
+        reconstruction: (B, 1, H, W), G(E(images)).
+        features: the critic's f(.), (B, 1, H, W) -> (B, D).
+        kappa: weight of the feature residual.
+        mask: optional (B, 1, H, W) in {0, 1}; residuals inside it only.
+    """
+    residual = images - reconstruction
+    pixel_map = residual.abs()
+    if mask is None:
+        image_residual = residual.square().mean(dim=(1, 2, 3))
+    else:
+        pixel_map = pixel_map * mask
+        area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
+        image_residual = (residual.square() * mask).sum(dim=(1, 2, 3)) / area
+    feature_residual = (features(images) - features(reconstruction)).square().mean(dim=1)
+    score = image_residual + kappa * feature_residual
+    return AnomalyOutput(reconstruction, pixel_map, image_residual, feature_residual, score)

@@ -1,5 +1,6 @@
 """Generator: latent vector -> one-channel image, after the residual WGAN-GP recipe."""
 
+import itertools
 import logging
 
 import torch
@@ -13,8 +14,9 @@ logger = logging.getLogger(__name__)
 class Generator(nn.Module):
     """z (B, Z) standard normal -> images (B, 1, H, W) in [-1, 1].
 
-    A linear layer makes a (B, C_coarsest, h, h) map, then one UpBlock per entry of
-    `channels` (coarsest first) doubles it up to H = W = image_size.
+    A linear layer makes a (B, C_coarsest, h, h) map; UpBlocks double it through the
+    widths of `channels` from coarsest to finest, and a last transposed convolution doubles it
+    once more into one channel, so that H = W = image_size.
 
     Args:
         latent_dim: Z.
@@ -29,17 +31,15 @@ class Generator(nn.Module):
         coarse_to_fine = tuple(reversed(channels))
         self.first_channels = coarse_to_fine[0]
         self.project = nn.Linear(latent_dim, self.first_channels * self.base * self.base)
-        out_channels = (*coarse_to_fine[1:], channels[0])
         self.blocks = nn.Sequential(
-            *(
-                UpBlock(c_in, c_out)
-                for c_in, c_out in zip(coarse_to_fine, out_channels, strict=True)
-            )
+            *(UpBlock(c_in, c_out) for c_in, c_out in itertools.pairwise(coarse_to_fine))
         )
+        # The last doubling goes straight to one channel, as in DCGAN-style f-AnoGAN
+        # generators: a full-width block at the finest resolution would double the cost.
         self.to_image = nn.Sequential(
             nn.BatchNorm2d(channels[0]),
             nn.ReLU(),
-            nn.Conv2d(channels[0], 1, 3, padding=1),
+            nn.ConvTranspose2d(channels[0], 1, 4, stride=2, padding=1),
             nn.Tanh(),
         )
 

@@ -1,0 +1,181 @@
+"""izi_f encoder training: learn E so that G(E(x)) reproduces healthy windows.
+
+Schlegl et al., "f-AnoGAN" (Medical Image Analysis 54, 2019), section 2.3: with the generator
+and critic frozen, minimise
+
+    L(x) = mean((x - G(E(x)))^2) + kappa * mean((f(x) - f(G(E(x))))^2)
+
+over healthy windows x, f the critic's last feature map, with RMSProp.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from anogan.config import EncoderConfig
+from anogan.data.patches import PatchSampler
+from anogan.models.fanogan import FAnoGAN
+from anogan.training.checkpoint import load_checkpoint, save_checkpoint
+from anogan.training.monitor import RunRecorder, save_grid
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY = 10  # encoder steps between loss records
+GRID_SAMPLES = 32  # windows shown beside their reconstructions in each grid
+
+
+@dataclass(frozen=True)
+class EncoderResult:
+    """How the encoder stage ended."""
+
+    steps: int
+    final_loss: float
+    minutes: float
+    stopped_by_time: bool
+
+
+def izif_loss(
+    model: FAnoGAN, images: torch.Tensor, kappa: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The izi_f loss of a batch.
+
+    Args:
+        model: the triple; gradients flow to whichever parts require them.
+        images: (B, 1, H, W) in [-1, 1].
+        kappa: weight of the feature residual.
+
+    Returns:
+        (loss, image_mse, feature_mse), scalars.
+    """
+    reconstruction = model.reconstruct(images)
+    image_mse = (images - reconstruction).square().mean()
+    feature_mse = (model.critic.features(images) - model.critic.features(reconstruction)).square()
+    feature_mse = feature_mse.mean()
+    return image_mse + kappa * feature_mse, image_mse, feature_mse
+
+
+class EncoderTrainer:
+    """Trains `model.encoder` against the frozen generator and critic.
+
+    Args:
+        model: the triple, generator and critic already trained.
+        sampler: healthy training windows.
+        config: the encoder section of the run config.
+        run_dir: where grids and checkpoints go.
+        recorder: receives losses and grids.
+        seed: fixes the windows shown in the reconstruction grids.
+        extra: plain values stored in every checkpoint (the resolved config).
+    """
+
+    def __init__(
+        self,
+        model: FAnoGAN,
+        sampler: PatchSampler,
+        config: EncoderConfig,
+        run_dir: Path,
+        recorder: RunRecorder,
+        seed: int,
+        extra: dict[str, Any],
+    ) -> None:
+        self.model, self.sampler, self.config = model, sampler, config
+        self.run_dir, self.recorder, self.extra = Path(run_dir), recorder, extra
+        self.optimiser = torch.optim.RMSprop(model.encoder.parameters(), lr=config.lr)
+        self.step = 0
+        self.minutes_before = 0.0
+        self._started: float | None = None
+        self.grid_images = sampler.sample(GRID_SAMPLES)
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "encoder-last.pt"
+
+    def train(self, sample_every: int) -> EncoderResult:
+        """Run until `config.iterations` steps or `config.max_minutes` are done.
+
+        Args:
+            sample_every: steps between grids of windows and their reconstructions.
+        """
+        config, model = self.config, self.model
+        model.generator.eval().requires_grad_(False)
+        model.critic.eval().requires_grad_(False)
+        self._started = time.monotonic()
+        stopped_by_time, loss = False, torch.tensor(float("nan"))
+        progress = tqdm(
+            total=config.iterations, initial=self.step, desc="izi_f", unit="it", mininterval=2
+        )
+        while self.step < config.iterations:
+            model.encoder.train()
+            loss, image_mse, feature_mse = izif_loss(
+                model, self.sampler.sample(config.batch_size), config.kappa
+            )
+            self.optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimiser.step()
+            self.step += 1
+            progress.update(1)
+            if self.step % LOG_EVERY == 0 or self.step == config.iterations:
+                metrics = {
+                    "encoder/loss": loss.item(),
+                    "encoder/image_mse": image_mse.item(),
+                    "encoder/feature_mse": feature_mse.item(),
+                }
+                self.recorder.log_metrics(metrics, self.step)
+                progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            self._milestones(sample_every)
+            if config.max_minutes and self._minutes() >= config.max_minutes:
+                stopped_by_time = True
+                logger.info("izi_f stopped by its %.1f minute budget", config.max_minutes)
+                break
+        progress.close()
+
+        self._save_grid()
+        self._save()
+        model.generator.requires_grad_(True)
+        model.critic.requires_grad_(True)
+        return EncoderResult(self.step, float(loss.item()), self._minutes(), stopped_by_time)
+
+    def resume(self, path: Path | None = None) -> None:
+        """Restore encoder, optimiser, step and random state from a checkpoint."""
+        state = load_checkpoint(path or self.last_path)["encoder_stage"]
+        self.model.encoder.load_state_dict(state["encoder"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.step, self.minutes_before = int(state["step"]), float(state["minutes"])
+        torch.set_rng_state(state["torch_rng"])
+        self.sampler.load_state(state["sampler"])
+        logger.info("Resumed izi_f at step %d", self.step)
+
+    def _milestones(self, sample_every: int) -> None:
+        if sample_every and self.step % sample_every == 0:
+            self._save_grid()
+        if self.config.checkpoint_every and self.step % self.config.checkpoint_every == 0:
+            self._save()
+
+    @torch.no_grad()
+    def _save_grid(self) -> None:
+        self.model.encoder.eval()
+        reconstruction = self.model.reconstruct(self.grid_images)
+        images = torch.stack([self.grid_images, reconstruction], dim=1)  # (B, 2, 1, H, W)
+        images = images.flatten(0, 1)  # (2B, 1, H, W): window, reconstruction, window, ...
+        path = save_grid(images, self.run_dir / "samples" / f"encoder-{self.step:06d}.png")
+        self.recorder.log_artifact(path, "samples")
+
+    def _save(self) -> None:
+        state = {
+            "encoder": self.model.encoder.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "step": self.step,
+            "minutes": self._minutes(),
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.sampler.state(),
+        }
+        save_checkpoint({"stage": "encoder", "encoder_stage": state, **self.extra}, self.last_path)
+
+    def _minutes(self) -> float:
+        if self._started is None:
+            return self.minutes_before
+        return self.minutes_before + (time.monotonic() - self._started) / 60.0

@@ -1,0 +1,260 @@
+"""WGAN-GP training of the generator and critic on healthy windows.
+
+Gulrajani et al., "Improved Training of Wasserstein GANs" (2017): `n_critic` critic steps per
+generator step, a gradient penalty of weight `gp_weight` on images interpolated between real and
+generated ones, Adam with betas (0, 0.9). Optionally DiffAugment on everything the critic sees.
+Every `sample_every` steps a grid from a fixed latent batch is saved; every `quality_every` steps
+the sliced Wasserstein distance picks the best generator; every `checkpoint_every` steps the
+whole state is written, so `--resume` loses at most one interval.
+"""
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from anogan.config import WGANConfig
+from anogan.data.patches import PatchSampler
+from anogan.models.diffaugment import diff_augment
+from anogan.models.fanogan import FAnoGAN
+from anogan.training.checkpoint import load_checkpoint, save_checkpoint
+from anogan.training.monitor import BestTracker, RunRecorder, save_grid, sliced_wasserstein
+
+logger = logging.getLogger(__name__)
+
+GRID_SAMPLES = 64  # images in each sample grid (8 x 8)
+QUALITY_SAMPLES = 512  # real and generated windows compared by the SWD
+LOG_EVERY = 10  # generator steps between loss records
+
+
+@dataclass(frozen=True)
+class WGANResult:
+    """How the WGAN stage ended: steps done, best SWD and its step, minutes spent."""
+
+    steps: int
+    best_swd: float
+    best_step: int
+    minutes: float
+    stopped_by_time: bool
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
+    """Mean of (||grad_x critic(x)||_2 - 1)^2 at random points between real and fake.
+
+    Args:
+        critic: images (B, 1, H, W) -> scores (B,).
+        real: (B, 1, H, W).
+        fake: (B, 1, H, W), detached from the generator.
+
+    Returns:
+        A scalar tensor that carries gradients to the critic's parameters.
+    """
+    batch = real.shape[0]
+    alpha = torch.rand(batch, 1, 1, 1, device=real.device, dtype=real.dtype)
+    # `* 1.0` makes the interpolate a non-leaf, which FlopCounterMode needs (see STACK-NOTES).
+    mixed = (alpha * real + (1.0 - alpha) * fake).detach().requires_grad_(True) * 1.0
+    scores = critic(mixed)
+    (gradients,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+    norms = gradients.flatten(1).norm(2, dim=1)  # (B,)
+    return (norms - 1.0).square().mean()
+
+
+class WGANTrainer:
+    """Trains `model.generator` and `model.critic`; owns their optimisers and the fixed z.
+
+    Args:
+        model: the f-AnoGAN triple; its encoder is not touched here.
+        sampler: healthy training windows.
+        config: the WGAN section of the run config.
+        run_dir: where sample grids and checkpoints go.
+        recorder: receives losses, SWD and sample grids.
+        seed: fixes the latent batch of the sample grids and the SWD directions.
+        extra: plain values stored in every checkpoint (the resolved config).
+    """
+
+    def __init__(
+        self,
+        model: FAnoGAN,
+        sampler: PatchSampler,
+        config: WGANConfig,
+        run_dir: Path,
+        recorder: RunRecorder,
+        seed: int,
+        extra: dict[str, Any],
+    ) -> None:
+        self.model, self.sampler, self.config = model, sampler, config
+        self.run_dir, self.recorder, self.seed, self.extra = Path(run_dir), recorder, seed, extra
+        self.generator_optimiser = torch.optim.Adam(
+            model.generator.parameters(), lr=config.lr, betas=config.betas
+        )
+        self.critic_optimiser = torch.optim.Adam(
+            model.critic.parameters(), lr=config.lr, betas=config.betas
+        )
+        self.fixed_latent = torch.randn(
+            GRID_SAMPLES, model.latent_dim, generator=torch.Generator().manual_seed(seed)
+        )
+        self.step = 0
+        self.minutes_before = 0.0
+        self.best = BestTracker()
+        self._started: float | None = None
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "wgan-last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / "checkpoints" / "wgan-best.pt"
+
+    def train(self) -> WGANResult:
+        """Run until `config.iterations` generator steps or `config.max_minutes` are done."""
+        config = self.config
+        self._started = time.monotonic()
+        stopped_by_time = False
+        progress = tqdm(
+            total=config.iterations, initial=self.step, desc="WGAN-GP", unit="it", mininterval=2
+        )
+        while self.step < config.iterations:
+            losses = self._train_step()
+            self.step += 1
+            progress.update(1)
+            if self.step % LOG_EVERY == 0 or self.step == config.iterations:
+                self.recorder.log_metrics(losses, self.step)
+                progress.set_postfix(critic=f"{losses['wgan/critic_loss']:.3f}", refresh=False)
+            self._milestones()
+            if config.max_minutes and self._minutes() >= config.max_minutes:
+                stopped_by_time = True
+                logger.info("WGAN-GP stopped by its %.1f minute budget", config.max_minutes)
+                break
+        progress.close()
+
+        self._measure_quality()
+        self._save(self.last_path)
+        return WGANResult(
+            self.step, self.best.value, self.best.step, self._minutes(), stopped_by_time
+        )
+
+    def resume(self, path: Path | None = None) -> None:
+        """Restore generator, critic, optimisers, step and random states from a checkpoint."""
+        record = load_checkpoint(path or self.last_path)
+        state = record["wgan"]
+        self.model.generator.load_state_dict(state["generator"])
+        self.model.critic.load_state_dict(state["critic"])
+        self.generator_optimiser.load_state_dict(state["generator_optimiser"])
+        self.critic_optimiser.load_state_dict(state["critic_optimiser"])
+        self.fixed_latent = state["fixed_latent"]
+        self.step, self.minutes_before = int(state["step"]), float(state["minutes"])
+        self.best = BestTracker(float(state["best_swd"]), int(state["best_step"]))
+        torch.set_rng_state(state["torch_rng"])
+        self.sampler.load_state(state["sampler"])
+        logger.info("Resumed WGAN-GP at step %d", self.step)
+
+    def load_best(self) -> None:
+        """Put the generator and critic of the best SWD back into the model."""
+        if not self.best_path.is_file():
+            return
+        state = load_checkpoint(self.best_path)["wgan"]
+        self.model.generator.load_state_dict(state["generator"])
+        self.model.critic.load_state_dict(state["critic"])
+        logger.info("Using the generator of step %d (SWD %.2f)", state["step"], state["best_swd"])
+
+    def _train_step(self) -> dict[str, float]:
+        config, model = self.config, self.model
+        model.generator.train()
+        model.critic.train()
+        batch = config.batch_size
+
+        for _ in range(config.n_critic):
+            real = self.sampler.sample(batch)
+            with torch.no_grad():
+                fake = model.generator(torch.randn(batch, model.latent_dim))
+            real_seen, fake_seen = self._augment(real), self._augment(fake)
+            real_score = model.critic(real_seen).mean()
+            fake_score = model.critic(fake_seen).mean()
+            penalty = gradient_penalty(model.critic, real_seen, fake_seen)
+            critic_loss = fake_score - real_score + config.gp_weight * penalty
+            self.critic_optimiser.zero_grad(set_to_none=True)
+            critic_loss.backward()
+            self.critic_optimiser.step()
+
+        # The critic's parameters get gradients here but are not stepped; they are cleared
+        # by the next critic step's zero_grad.
+        fake = model.generator(torch.randn(batch, model.latent_dim))
+        generator_loss = -model.critic(self._augment(fake)).mean()
+        self.generator_optimiser.zero_grad(set_to_none=True)
+        generator_loss.backward()
+        self.generator_optimiser.step()
+        return {
+            "wgan/critic_loss": critic_loss.item(),
+            "wgan/wasserstein_estimate": (real_score - fake_score).item(),
+            "wgan/gradient_penalty": penalty.item(),
+            "wgan/generator_loss": generator_loss.item(),
+        }
+
+    def _augment(self, images: torch.Tensor) -> torch.Tensor:
+        if not self.config.diffaugment:
+            return images
+        return diff_augment(images, self.config.diffaugment_policy)
+
+    def _milestones(self) -> None:
+        config, step = self.config, self.step
+        if config.sample_every and step % config.sample_every == 0:
+            self._save_samples()
+        if config.quality_every and step % config.quality_every == 0:
+            self._measure_quality()
+        if config.checkpoint_every and step % config.checkpoint_every == 0:
+            self._save(self.last_path)
+
+    @torch.no_grad()
+    def _save_samples(self) -> None:
+        self.model.generator.eval()
+        samples = self.model.generator(self.fixed_latent)
+        path = save_grid(samples, self.run_dir / "samples" / f"wgan-{self.step:06d}.png")
+        self.recorder.log_artifact(path, "samples")
+        logger.debug("Sample grid of step %d in %s", self.step, path)
+
+    @torch.no_grad()
+    def _measure_quality(self) -> None:
+        if self.best.step == self.step:
+            return
+        self.model.generator.eval()
+        generator = torch.Generator().manual_seed(self.seed + 1)
+        latent = torch.randn(QUALITY_SAMPLES, self.model.latent_dim, generator=generator)
+        fake = torch.cat([self.model.generator(chunk) for chunk in latent.split(128)])
+        real = self.sampler.sample(QUALITY_SAMPLES)
+        swd = sliced_wasserstein(real, fake, seed=self.seed)
+        self.recorder.log_metrics({"wgan/swd": swd}, self.step)
+        if self.best.update(swd, self.step):
+            self._save(self.best_path)
+            logger.info("WGAN-GP step %d: SWD %.2f, new best", self.step, swd)
+        else:
+            logger.info("WGAN-GP step %d: SWD %.2f (best %.2f)", self.step, swd, self.best.value)
+
+    def _save(self, path: Path) -> None:
+        state = {
+            "generator": copy.deepcopy(self.model.generator.state_dict()),
+            "critic": copy.deepcopy(self.model.critic.state_dict()),
+            "generator_optimiser": self.generator_optimiser.state_dict(),
+            "critic_optimiser": self.critic_optimiser.state_dict(),
+            "fixed_latent": self.fixed_latent,
+            "step": self.step,
+            "minutes": self._minutes(),
+            "best_swd": self.best.value,
+            "best_step": self.best.step,
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.sampler.state(),
+        }
+        save_checkpoint({"stage": "wgan", "wgan": state, **self.extra}, path)
+
+    def _minutes(self) -> float:
+        if self._started is None:
+            return self.minutes_before
+        return self.minutes_before + (time.monotonic() - self._started) / 60.0

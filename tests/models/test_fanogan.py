@@ -1,0 +1,54 @@
+import pytest
+import torch
+
+from anogan.config import ModelConfig
+from anogan.models.fanogan import FAnoGAN, anomaly_from_reconstruction
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32).eval()
+
+
+def test_shapes_and_ranges(model):
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    output = model.anomaly(images)
+    assert output.reconstruction.shape == images.shape
+    assert output.reconstruction.abs().max() <= 1.0
+    assert output.score.shape == (3,)
+    assert model.encoder(images).abs().max() <= 3.0
+
+
+def test_perfect_reconstruction_scores_zero_and_corruption_scores_higher(model):
+    images = torch.rand(4, 1, 32, 32) * 2 - 1
+    perfect = anomaly_from_reconstruction(images, images.clone(), model.critic.features)
+    assert torch.equal(perfect.score, torch.zeros(4))
+    assert perfect.pixel_map.abs().max() == 0
+
+    corrupted = images.clone()
+    corrupted[:, :, 8:16, 8:16] = 1.0
+    output = anomaly_from_reconstruction(images, corrupted, model.critic.features)
+    assert (output.score > 0).all()
+    outside = output.pixel_map.clone()
+    outside[:, :, 8:16, 8:16] = 0
+    assert outside.abs().max() == 0
+
+
+def test_score_is_image_residual_plus_kappa_feature_residual(model):
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    output = model.anomaly(images, kappa=2.5)
+    expected_image = (images - output.reconstruction).square().mean(dim=(1, 2, 3))
+    assert torch.allclose(output.image_residual, expected_image)
+    assert torch.allclose(output.score, expected_image + 2.5 * output.feature_residual)
+
+
+def test_mask_restricts_residual_to_foreground(model):
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    reconstruction = images.clone()
+    reconstruction[:, :, :, :16] = -1.0  # errors only in the left half
+    mask = torch.zeros_like(images)
+    mask[:, :, :, 16:] = 1.0
+    output = anomaly_from_reconstruction(images, reconstruction, model.critic.features, 0.0, mask)
+    assert torch.equal(output.image_residual, torch.zeros(2))
+    assert output.pixel_map.sum() == 0

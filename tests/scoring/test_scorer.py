@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from anogan.config import ModelConfig, ScoringConfig
+from anogan.models.fanogan import FAnoGAN
+from anogan.scoring.calibrate import Calibration, calibrate
+from anogan.scoring.scorer import score_slices, window_slices
+
+
+def test_windows_cover_every_pixel():
+    for height, width in ((32, 32), (48, 40), (100, 64)):
+        covered = np.zeros((height, width), bool)
+        for rows, columns in window_slices(height, width, 32, 0.5):
+            assert rows.stop - rows.start == 32 and columns.stop - columns.start == 32
+            covered[rows, columns] = True
+        assert covered.all()
+
+
+def test_maps_are_on_the_slice_grid_and_zero_outside_the_foreground():
+    torch.manual_seed(0)
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    images = torch.rand(3, 1, 64, 48) * 2 - 1
+    masks = torch.zeros_like(images)
+    masks[:, :, 10:50, 8:40] = 1
+    result = score_slices(model, images, masks, ScoringConfig(batch_size=4))
+    assert result.pixel_maps.shape == images.shape
+    assert result.pixel_maps[masks == 0].abs().max() == 0
+    assert result.score.shape == (3,)
+    assert torch.isfinite(result.score).all()
+
+
+@pytest.mark.parametrize("aggregation", ["max", "mean", "topk"])
+def test_aggregation_orders_as_expected(aggregation):
+    torch.manual_seed(0)
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    images = torch.rand(1, 1, 64, 64) * 2 - 1
+    masks = torch.ones_like(images)
+    scores = {
+        name: score_slices(model, images, masks, ScoringConfig(aggregation=name)).score.item()
+        for name in ("max", "mean", "topk")
+    }
+    assert scores["mean"] <= scores["topk"] <= scores["max"]
+    assert aggregation in scores
+
+
+def test_threshold_gives_the_target_false_positive_rate():
+    scores = torch.arange(200, dtype=torch.float64)
+    maps = torch.rand(200, 1, 8, 8)
+    calibration = calibrate(scores, maps, torch.ones_like(maps), target_fpr=0.05)
+    assert calibration.observed_fpr == pytest.approx(0.05, abs=0.01)
+    assert 0 < calibration.heatmap_max <= 1
+    assert Calibration.from_dict(calibration.to_dict()) == calibration
+
+
+def test_calibration_rejects_an_impossible_rate():
+    with pytest.raises(ValueError, match="target_fpr"):
+        calibrate(torch.ones(5), torch.ones(5, 1, 2, 2), torch.ones(5, 1, 2, 2), 0.0)
