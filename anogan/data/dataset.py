@@ -18,7 +18,7 @@ from tqdm import tqdm
 from anogan.config import DataConfig
 from anogan.data.preprocess import AIR_VALUE, prepare_slices, to_model_grid
 from anogan.data.sources import DataItem
-from anogan.errors import AnoganError, DataError
+from anogan.errors import AnoganError, DataError, ImageReadError
 from anogan.io.raster import read_image
 from anogan.io.series import Series
 
@@ -101,16 +101,18 @@ def _read_item(item: DataItem, config: DataConfig) -> Iterator[Series]:
         return
     from anogan.io import iter_series, ReadFailure  # noqa: I001 (readers of volumes)
 
-    for result in iter_series(item.path, item.kind, window=config.window):
+    results = iter_series(item.path, item.kind, window=config.window, slice_axis=config.slice_axis)
+    for result in results:
         if isinstance(result, ReadFailure):
+            if item.path.is_file():  # the item itself failed: count it as a failed input
+                raise ImageReadError(result.source, result.reason)
             logger.warning("Skipped %s: %s", result.source, result.reason)
             continue
         yield result
 
 
 def _prepare(series: Series, item: DataItem, config: DataConfig, drop_empty: bool) -> dict:
-    bounds = series.metadata.get("window_bounds") if hasattr(series, "metadata") else None
-    prepared = prepare_slices(series.pixels, series.spacing, config, _parse_bounds(bounds))
+    prepared = prepare_slices(series.pixels, series.spacing, config, series.window)
     keep = torch.ones(series.num_slices, dtype=torch.bool)
     if drop_empty:
         keep = prepared.foreground_fraction >= MIN_FOREGROUND_FRACTION
@@ -133,13 +135,6 @@ def _prepare(series: Series, item: DataItem, config: DataConfig, drop_empty: boo
         ],
         "raw": _raw_statistics(series.pixels[keep.numpy()]),
     }
-
-
-def _parse_bounds(bounds: object) -> tuple[float, float] | None:
-    if not bounds:
-        return None
-    low, high = (float(value) for value in str(bounds).split(","))
-    return low, high
 
 
 def _raw_statistics(pixels: np.ndarray) -> dict[str, np.ndarray]:

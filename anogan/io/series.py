@@ -10,6 +10,7 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -39,9 +40,20 @@ class Series:
             name for NIfTI and images.
         sources: for every slice, the file it came from, relative to the input root.
         kind: which reader produced it.
-        metadata: a small set of sanitised header values (for DICOM: SeriesInstanceUID,
-            StudyInstanceUID, Modality, SeriesDescription, PatientID, StudyDate,
-            BodyPartExamined, orientation).
+        metadata: a small set of sanitised header values. For DICOM: SeriesInstanceUID,
+            StudyInstanceUID, Modality, SeriesDescription, PatientID, PatientName, StudyDate,
+            BodyPartExamined, orientation (`axial`, `coronal`, `sagittal` or `oblique`),
+            SOPClassUID (of the first slice) and window (how `window` was chosen). For NIfTI:
+            orientation and, for 4D inputs, volume (the index along the fourth axis).
+        window: (low, high) intensity bounds in the units of `pixels`, to clip to before
+            normalising (a CT preset, the file's own window, or robust percentiles); None where
+            the format defines no window (NIfTI, images).
+        instance_uids: DICOM only, for every slice the sanitised SOPInstanceUID of its file
+            (repeated for the frames of a multi-frame file); empty for other kinds.
+        frame_numbers: DICOM only, for every slice its 1-based frame number within its file
+            (1 for single-frame files); empty for other kinds. With `instance_uids` and
+            metadata["SOPClassUID"] this is what a derived object needs to reference its
+            source.
     """
 
     pixels: np.ndarray
@@ -51,6 +63,9 @@ class Series:
     sources: tuple[str, ...]
     kind: SeriesKind
     metadata: Mapping[str, str] = field(default_factory=dict)
+    window: tuple[float, float] | None = None
+    instance_uids: tuple[str, ...] = ()
+    frame_numbers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 3:
@@ -62,10 +77,30 @@ class Series:
             )
         if self.affine.shape != (4, 4):
             raise ValueError(f"Series affine must be (4, 4), got {self.affine.shape}")
+        for name in ("instance_uids", "frame_numbers"):
+            values = getattr(self, name)
+            if values and len(values) != self.pixels.shape[0]:
+                raise ValueError(
+                    f"Series {self.series_id}: {len(values)} {name} for "
+                    f"{self.pixels.shape[0]} slices"
+                )
 
     @property
     def num_slices(self) -> int:
         return int(self.pixels.shape[0])
+
+
+@dataclass(frozen=True)
+class ReadFailure:
+    """A file or series that could not be read, reported instead of stopping the others.
+
+    Attributes:
+        source: the file (for a whole series, its first file), relative to the input root.
+        reason: one sanitised line saying what is wrong with it.
+    """
+
+    source: str
+    reason: str
 
 
 def sanitise_text(value: object, max_length: int = MAX_TEXT_LENGTH) -> str:
@@ -107,3 +142,17 @@ def safe_filename(value: object, fallback: str = "unnamed") -> str:
     stem = _UNSAFE_FILENAME.sub("_", sanitise_text(value)).strip("._-")
     stem = stem[:MAX_FILENAME_LENGTH].strip("._-")
     return stem or fallback
+
+
+def relative_source(path: Path, root: Path | None) -> str:
+    """`path` relative to `root` (default its folder) with '/' separators, for Series sources."""
+    base = Path(root) if root is not None else path.parent
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return path.name
+
+
+def error_summary(error: BaseException) -> str:
+    """An exception raised by a decoding library as one sanitised line: `Type: message`."""
+    return sanitise_text(f"{type(error).__name__}: {error}", max_length=200)
