@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 IntensityMode = Literal["zscore", "percentile", "minmax"]
 Aggregation = Literal["max", "mean", "topk"]
+Precision = Literal["fp32", "bf16"]
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,26 @@ class ScoringConfig:
 
 
 @dataclass(frozen=True)
+class ComputeConfig:
+    """Device, precision and memory layout of every forward and backward pass.
+
+    Attributes:
+        device: `auto` (the first CUDA GPU if there is one, else the CPU), `cpu`, `cuda` or
+            `cuda:N`.
+        precision: `fp32`, or `bf16` autocast (weights and optimiser state stay fp32;
+            convolutions and matrix products run in bfloat16).
+        channels_last: NHWC memory layout for images and convolution weights, which oneDNN
+            and cuDNN convolve faster than NCHW.
+        threads: CPU threads for intra-op parallelism (0: torch's default, one per core).
+    """
+
+    device: str = "auto"
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    threads: int = 0
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow settings; the tracking URI comes from MLFLOW_TRACKING_URI, else this default."""
 
@@ -145,8 +166,8 @@ class Config:
     """Everything a run needs, one section per concern."""
 
     seed: int = 0
-    device: str = "cpu"
     output_dir: str = "runs"
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     wgan: WGANConfig = field(default_factory=WGANConfig)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anogan.compute import Compute
 from anogan.config import Config, config_to_dict, flatten_config, load_config, save_config
 from anogan.data.dataset import SliceSet, load_slices
 from anogan.data.demo import build_demo
@@ -113,10 +114,12 @@ def _stages(
     )
     sampler = PatchSampler(train.images, train.masks, config.data.patch_size, config.seed)
     model = FAnoGAN(config.model, config.data.patch_size)
+    compute = Compute(config.compute)
+    logger.info("Training on %s", compute.describe())
     extra = {"config": config_to_dict(config)}
     resuming = "started" in state
 
-    wgan = WGANTrainer(model, sampler, config.wgan, run_dir, recorder, config.seed, extra)
+    wgan = WGANTrainer(model, sampler, config.wgan, run_dir, recorder, config.seed, extra, compute)
     if resuming and wgan.last_path.is_file():
         wgan.resume()
     state["started"] = True
@@ -134,7 +137,9 @@ def _stages(
         _write_state(run_dir, state)
     wgan.load_best()
 
-    encoder = EncoderTrainer(model, sampler, config.encoder, run_dir, recorder, config.seed, extra)
+    encoder = EncoderTrainer(
+        model, sampler, config.encoder, run_dir, recorder, config.seed, extra, compute
+    )
     if resuming and encoder.last_path.is_file():
         encoder.resume()
     encoder_result = encoder.train(sample_every=config.wgan.sample_every)
@@ -144,6 +149,8 @@ def _stages(
         encoder_result.minutes,
         encoder_result.final_loss,
     )
+    # NOTE: validation scoring runs on the CPU in fp32, the precision every user's scores have.
+    model.to(device="cpu", memory_format=torch.contiguous_format)
     return _evaluate_and_save(config, model, dataset, validation, run_dir, state, recorder)
 
 

@@ -97,7 +97,7 @@ def anomaly_from_reconstruction(
         kappa: weight of the feature residual.
         mask: optional (B, 1, H, W) in {0, 1}; residuals inside it only.
     """
-    residual = images - reconstruction
+    residual = images - reconstruction.float()
     pixel_map = residual.abs()
     if mask is None:
         image_residual = residual.square().mean(dim=(1, 2, 3))
@@ -105,6 +105,9 @@ def anomaly_from_reconstruction(
         pixel_map = pixel_map * mask
         area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
         image_residual = (residual.square() * mask).sum(dim=(1, 2, 3)) / area
-    feature_residual = (features(images) - features(reconstruction)).square().mean(dim=1)
+    # One critic pass over both halves: its layer norm is per sample, so this equals two.
+    both = features(torch.cat([images, reconstruction.to(images.dtype)])).float()  # (2B, D)
+    image_features, reconstruction_features = both.chunk(2)
+    feature_residual = (image_features - reconstruction_features).square().mean(dim=1)
     score = image_residual + kappa * feature_residual
     return AnomalyOutput(reconstruction, pixel_map, image_residual, feature_residual, score)

@@ -104,6 +104,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def random_state() -> dict[str, Any]:
+    """torch's CPU random state and, where CUDA is in use, every GPU's, for a checkpoint."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: dict[str, Any]) -> None:
+    """Put back a state from `random_state`, so a resumed run draws what it would have drawn."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

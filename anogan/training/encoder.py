@@ -17,10 +17,16 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from anogan.config import EncoderConfig
+from anogan.compute import Compute
+from anogan.config import ComputeConfig, EncoderConfig
 from anogan.data.patches import PatchSampler
-from anogan.models.fanogan import FAnoGAN
-from anogan.training.checkpoint import load_checkpoint, save_checkpoint
+from anogan.models.fanogan import FAnoGAN, anomaly_from_reconstruction
+from anogan.training.checkpoint import (
+    load_checkpoint,
+    random_state,
+    restore_random_state,
+    save_checkpoint,
+)
 from anogan.training.monitor import RunRecorder, save_grid
 
 logger = logging.getLogger(__name__)
@@ -42,7 +48,7 @@ class EncoderResult:
 def izif_loss(
     model: FAnoGAN, images: torch.Tensor, kappa: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The izi_f loss of a batch.
+    """The izi_f loss of a batch: the batch mean of the f-AnoGAN anomaly score.
 
     Args:
         model: the triple; gradients flow to whichever parts require them.
@@ -52,11 +58,10 @@ def izif_loss(
     Returns:
         (loss, image_mse, feature_mse), scalars.
     """
-    reconstruction = model.reconstruct(images)
-    image_mse = (images - reconstruction).square().mean()
-    feature_mse = (model.critic.features(images) - model.critic.features(reconstruction)).square()
-    feature_mse = feature_mse.mean()
-    return image_mse + kappa * feature_mse, image_mse, feature_mse
+    output = anomaly_from_reconstruction(
+        images, model.reconstruct(images), model.critic.features, kappa
+    )
+    return output.score.mean(), output.image_residual.mean(), output.feature_residual.mean()
 
 
 class EncoderTrainer:
@@ -70,6 +75,8 @@ class EncoderTrainer:
         recorder: receives losses and grids.
         seed: fixes the windows shown in the reconstruction grids.
         extra: plain values stored in every checkpoint (the resolved config).
+        compute: device, precision and memory layout; the model is moved there. Default: CPU,
+            fp32.
     """
 
     def __init__(
@@ -81,8 +88,11 @@ class EncoderTrainer:
         recorder: RunRecorder,
         seed: int,
         extra: dict[str, Any],
+        compute: Compute | None = None,
     ) -> None:
         self.model, self.sampler, self.config = model, sampler, config
+        self.compute = compute or Compute(ComputeConfig(device="cpu"))
+        self.compute.module(model)
         self.run_dir, self.recorder, self.extra = Path(run_dir), recorder, extra
         self.optimiser = torch.optim.RMSprop(model.encoder.parameters(), lr=config.lr)
         self.step = 0
@@ -110,9 +120,9 @@ class EncoderTrainer:
         )
         while self.step < config.iterations:
             model.encoder.train()
-            loss, image_mse, feature_mse = izif_loss(
-                model, self.sampler.sample(config.batch_size), config.kappa
-            )
+            images = self.compute.images(self.sampler.sample(config.batch_size))
+            with self.compute.autocast():
+                loss, image_mse, feature_mse = izif_loss(model, images, config.kappa)
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()
             self.optimiser.step()
@@ -145,7 +155,7 @@ class EncoderTrainer:
         self.model.encoder.load_state_dict(state["encoder"])
         self.optimiser.load_state_dict(state["optimiser"])
         self.step, self.minutes_before = int(state["step"]), float(state["minutes"])
-        torch.set_rng_state(state["torch_rng"])
+        restore_random_state(state["random"])
         self.sampler.load_state(state["sampler"])
         logger.info("Resumed izi_f at step %d", self.step)
 
@@ -158,7 +168,9 @@ class EncoderTrainer:
     @torch.no_grad()
     def _save_grid(self) -> None:
         self.model.encoder.eval()
-        reconstruction = self.model.reconstruct(self.grid_images)
+        with self.compute.autocast():
+            reconstruction = self.model.reconstruct(self.compute.images(self.grid_images))
+        reconstruction = reconstruction.float().cpu()
         images = torch.stack([self.grid_images, reconstruction], dim=1)  # (B, 2, 1, H, W)
         images = images.flatten(0, 1)  # (2B, 1, H, W): window, reconstruction, window, ...
         path = save_grid(images, self.run_dir / "samples" / f"encoder-{self.step:06d}.png")
@@ -170,7 +182,7 @@ class EncoderTrainer:
             "optimiser": self.optimiser.state_dict(),
             "step": self.step,
             "minutes": self._minutes(),
-            "torch_rng": torch.get_rng_state(),
+            "random": random_state(),
             "sampler": self.sampler.state(),
         }
         save_checkpoint({"stage": "encoder", "encoder_stage": state, **self.extra}, self.last_path)

@@ -19,11 +19,17 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from anogan.config import WGANConfig
+from anogan.compute import Compute
+from anogan.config import ComputeConfig, WGANConfig
 from anogan.data.patches import PatchSampler
 from anogan.models.diffaugment import diff_augment
 from anogan.models.fanogan import FAnoGAN
-from anogan.training.checkpoint import load_checkpoint, save_checkpoint
+from anogan.training.checkpoint import (
+    load_checkpoint,
+    random_state,
+    restore_random_state,
+    save_checkpoint,
+)
 from anogan.training.monitor import BestTracker, RunRecorder, save_grid, sliced_wasserstein
 
 logger = logging.getLogger(__name__)
@@ -78,6 +84,8 @@ class WGANTrainer:
         recorder: receives losses, SWD and sample grids.
         seed: fixes the latent batch of the sample grids and the SWD directions.
         extra: plain values stored in every checkpoint (the resolved config).
+        compute: device, precision and memory layout; the model is moved there. Default: CPU,
+            fp32.
     """
 
     def __init__(
@@ -89,9 +97,12 @@ class WGANTrainer:
         recorder: RunRecorder,
         seed: int,
         extra: dict[str, Any],
+        compute: Compute | None = None,
     ) -> None:
         self.model, self.sampler, self.config = model, sampler, config
         self.run_dir, self.recorder, self.seed, self.extra = Path(run_dir), recorder, seed, extra
+        self.compute = compute or Compute(ComputeConfig(device="cpu"))
+        self.compute.module(model)
         self.generator_optimiser = torch.optim.Adam(
             model.generator.parameters(), lr=config.lr, betas=config.betas
         )
@@ -100,7 +111,7 @@ class WGANTrainer:
         )
         self.fixed_latent = torch.randn(
             GRID_SAMPLES, model.latent_dim, generator=torch.Generator().manual_seed(seed)
-        )
+        )  # (64, Z), kept on the CPU so that checkpoints load anywhere
         self.step = 0
         self.minutes_before = 0.0
         self.best = BestTracker()
@@ -123,7 +134,7 @@ class WGANTrainer:
             total=config.iterations, initial=self.step, desc="WGAN-GP", unit="it", mininterval=2
         )
         while self.step < config.iterations:
-            losses = self._train_step()
+            losses = self.train_step()
             self.step += 1
             progress.update(1)
             if self.step % LOG_EVERY == 0 or self.step == config.iterations:
@@ -153,7 +164,7 @@ class WGANTrainer:
         self.fixed_latent = state["fixed_latent"]
         self.step, self.minutes_before = int(state["step"]), float(state["minutes"])
         self.best = BestTracker(float(state["best_swd"]), int(state["best_step"]))
-        torch.set_rng_state(state["torch_rng"])
+        restore_random_state(state["random"])
         self.sampler.load_state(state["sampler"])
         logger.info("Resumed WGAN-GP at step %d", self.step)
 
@@ -166,20 +177,24 @@ class WGANTrainer:
         self.model.critic.load_state_dict(state["critic"])
         logger.info("Using the generator of step %d (SWD %.2f)", state["step"], state["best_swd"])
 
-    def _train_step(self) -> dict[str, float]:
-        config, model = self.config, self.model
+    def train_step(self) -> dict[str, float]:
+        """One generator iteration: `n_critic` critic updates, then one generator update."""
+        config, model, compute = self.config, self.model, self.compute
         model.generator.train()
         model.critic.train()
         batch = config.batch_size
 
         for _ in range(config.n_critic):
-            real = self.sampler.sample(batch)
-            with torch.no_grad():
-                fake = model.generator(torch.randn(batch, model.latent_dim))
-            real_seen, fake_seen = self._augment(real), self._augment(fake)
-            real_score = model.critic(real_seen).mean()
-            fake_score = model.critic(fake_seen).mean()
-            penalty = gradient_penalty(model.critic, real_seen, fake_seen)
+            real = compute.images(self.sampler.sample(batch))
+            with torch.no_grad(), compute.autocast():
+                fake = model.generator(self._latent(batch))
+            real_seen, fake_seen = self._augment(real), self._augment(fake.float())
+            with compute.autocast():
+                # One critic pass over real and fake together: its layer norm is per sample,
+                # so this equals two passes and keeps the cores busier.
+                scores = model.critic(torch.cat([real_seen, fake_seen])).float()  # (2B,)
+                real_score, fake_score = scores[:batch].mean(), scores[batch:].mean()
+                penalty = gradient_penalty(model.critic, real_seen, fake_seen)
             critic_loss = fake_score - real_score + config.gp_weight * penalty
             self.critic_optimiser.zero_grad(set_to_none=True)
             critic_loss.backward()
@@ -187,8 +202,9 @@ class WGANTrainer:
 
         # The critic's parameters get gradients here but are not stepped; they are cleared
         # by the next critic step's zero_grad.
-        fake = model.generator(torch.randn(batch, model.latent_dim))
-        generator_loss = -model.critic(self._augment(fake)).mean()
+        with compute.autocast():
+            fake = model.generator(self._latent(batch))
+            generator_loss = -model.critic(self._augment(fake)).float().mean()
         self.generator_optimiser.zero_grad(set_to_none=True)
         generator_loss.backward()
         self.generator_optimiser.step()
@@ -198,6 +214,10 @@ class WGANTrainer:
             "wgan/gradient_penalty": penalty.item(),
             "wgan/generator_loss": generator_loss.item(),
         }
+
+    def _latent(self, batch: int) -> torch.Tensor:
+        """(B, Z) standard normal on the compute device."""
+        return torch.randn(batch, self.model.latent_dim, device=self.compute.device)
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         if not self.config.diffaugment:
@@ -216,7 +236,8 @@ class WGANTrainer:
     @torch.no_grad()
     def _save_samples(self) -> None:
         self.model.generator.eval()
-        samples = self.model.generator(self.fixed_latent)
+        with self.compute.autocast():
+            samples = self.model.generator(self.fixed_latent.to(self.compute.device)).float()
         path = save_grid(samples, self.run_dir / "samples" / f"wgan-{self.step:06d}.png")
         self.recorder.log_artifact(path, "samples")
         logger.debug("Sample grid of step %d in %s", self.step, path)
@@ -228,7 +249,13 @@ class WGANTrainer:
         self.model.generator.eval()
         generator = torch.Generator().manual_seed(self.seed + 1)
         latent = torch.randn(QUALITY_SAMPLES, self.model.latent_dim, generator=generator)
-        fake = torch.cat([self.model.generator(chunk) for chunk in latent.split(128)])
+        with self.compute.autocast():
+            fake = torch.cat(
+                [
+                    self.model.generator(chunk.to(self.compute.device)).float().cpu()
+                    for chunk in latent.split(128)
+                ]
+            )
         real = self.sampler.sample(QUALITY_SAMPLES)
         swd = sliced_wasserstein(real, fake, seed=self.seed)
         self.recorder.log_metrics({"wgan/swd": swd}, self.step)
@@ -249,7 +276,7 @@ class WGANTrainer:
             "minutes": self._minutes(),
             "best_swd": self.best.value,
             "best_step": self.best.step,
-            "torch_rng": torch.get_rng_state(),
+            "random": random_state(),
             "sampler": self.sampler.state(),
         }
         save_checkpoint({"stage": "wgan", "wgan": state, **self.extra}, path)
