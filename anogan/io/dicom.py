@@ -22,6 +22,7 @@ empty image. A series whose files disagree with no clear majority fails as a who
 
 import logging
 import struct
+import zlib
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -31,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
-from pydicom.uid import UID
+from pydicom.uid import UID, RLELossless
 
 from anogan.errors import ImageReadError
 from anogan.io.series import (
@@ -85,6 +86,7 @@ LUMINANCE = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601 gr
 # read or a decode, and always turned into an ImageReadError naming the file.
 _PYDICOM_ERRORS = (
     InvalidDicomError,
+    BytesLengthException,
     OSError,
     EOFError,
     ValueError,
@@ -98,6 +100,7 @@ _PYDICOM_ERRORS = (
     ZeroDivisionError,
     MemoryError,
     struct.error,
+    zlib.error,  # deflated transfer syntax
 )
 
 
@@ -372,7 +375,7 @@ def _decode(header: _Header) -> tuple[np.ndarray, bool]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            array = pixel_array(dataset)
+            array = pixel_array(dataset, decoding_plugin=_plugin_for(dataset))
             if header.photometric == "PALETTE COLOR":
                 array = apply_color_lut(array, dataset)
         except _PYDICOM_ERRORS as error:
@@ -671,6 +674,18 @@ def _non_image_kind(dataset: Dataset) -> str:
     if not name or name == sop_class or "Image" in name:
         return ""
     return sanitise_text(name)
+
+
+def _plugin_for(dataset: Dataset) -> str:
+    """The decoding plugin to use: pydicom's own for RLE, else whichever is installed.
+
+    NOTE: the Rust RLE decoder of pylibjpeg-rle panics (an exception outside `Exception`, so
+    no reader can catch it cleanly) on some corrupt RLE segments; pydicom's own RLE decoder
+    raises an ordinary ValueError instead.
+    """
+    if dataset.file_meta.TransferSyntaxUID == RLELossless:
+        return "pydicom"
+    return ""
 
 
 def _decode_reason(dataset: Dataset, error: BaseException) -> str:
