@@ -22,8 +22,8 @@ empty image. A series whose files disagree with no clear majority fails as a who
 
 import logging
 import struct
-import zlib
 import warnings
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +34,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
-from pydicom.uid import UID, RLELossless
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
+)
 
 from anogan.errors import ImageReadError
 from anogan.io.series import (
@@ -56,6 +62,13 @@ MAX_DECODED_BYTES = 2**31  # a file whose header promises more is refused before
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 HOUNSFIELD_MODALITIES = ("CT",)  # modalities the HU window presets apply to
 DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # rows along +x, columns along +y (LPS)
+UNDEFINED_LENGTH = 0xFFFFFFFF  # the length of encapsulated (compressed) pixel data
+# (implicit VR, little endian) as pydicom parsed a file -> its native transfer syntax
+NATIVE_SYNTAXES = {
+    (True, True): ImplicitVRLittleEndian,
+    (False, True): ExplicitVRLittleEndian,
+    (False, False): ExplicitVRBigEndian,
+}
 REQUIRED_IMAGE_KEYWORDS = ("Rows", "Columns", "BitsAllocated")
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 METADATA_KEYWORDS = (
@@ -249,11 +262,8 @@ def _read_header(path: Path, source: str, strict: bool) -> _Header | None:
 def _parse_header(path: Path, source: str, dataset: Dataset) -> _Header:
     if not any(keyword in dataset for keyword in PIXEL_KEYWORDS):
         raise ImageReadError(source, "no pixel data in this DICOM file; expected an image")
-    meta = getattr(dataset, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta:
-        raise ImageReadError(
-            source, "missing transfer syntax (no (0002,0010) element); cannot decode the pixel data"
-        )
+    if "TransferSyntaxUID" not in dataset.file_meta:
+        _infer_transfer_syntax(dataset, source)
     missing = [keyword for keyword in REQUIRED_IMAGE_KEYWORDS if keyword not in dataset]
     if missing:
         raise ImageReadError(
@@ -674,6 +684,32 @@ def _non_image_kind(dataset: Dataset) -> str:
     if not name or name == sop_class or "Image" in name:
         return ""
     return sanitise_text(name)
+
+
+def _infer_transfer_syntax(dataset: Dataset, source: str) -> None:
+    """Give a dataset stored without any file meta the native syntax it was parsed with.
+
+    Older files carry no file meta at all; pydicom has already worked out their encoding, and
+    native (not encapsulated) pixel data needs nothing more. A file meta group that lacks
+    its transfer syntax, or compressed pixel data, leaves no way to know: an error.
+    """
+    pixel_element = next(
+        (dataset.get_item(keyword) for keyword in PIXEL_KEYWORDS if keyword in dataset), None
+    )
+    # A raw element knows its length; a converted one whether that length was undefined.
+    encapsulated = getattr(pixel_element, "length", 0) == UNDEFINED_LENGTH or bool(
+        getattr(pixel_element, "is_undefined_length", False)
+    )
+    encoding = getattr(dataset, "original_encoding", (None, None))
+    syntax = NATIVE_SYNTAXES.get(encoding)
+    if len(dataset.file_meta) or encapsulated or syntax is None:
+        raise ImageReadError(
+            source, "missing transfer syntax (no (0002,0010) element); cannot decode the pixel data"
+        )
+    logger.debug(
+        "%s: no file meta; reading as %s, the encoding it was parsed with", source, syntax.name
+    )
+    dataset.file_meta.TransferSyntaxUID = syntax
 
 
 def _plugin_for(dataset: Dataset) -> str:
