@@ -62,6 +62,7 @@ MAX_DECODED_BYTES = 2**31  # a file whose header promises more is refused before
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 HOUNSFIELD_MODALITIES = ("CT",)  # modalities the HU window presets apply to
 DEFAULT_ORIENTATION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)  # rows along +x, columns along +y (LPS)
+FUNCTIONAL_GROUP_TAGS = frozenset({0x52009229, 0x52009230})  # shared, per-frame groups
 UNDEFINED_LENGTH = 0xFFFFFFFF  # the length of encapsulated (compressed) pixel data
 # (implicit VR, little endian) as pydicom parsed a file -> its native transfer syntax
 NATIVE_SYNTAXES = {
@@ -333,7 +334,7 @@ def _read_series(headers: list[_Header], window: str | None) -> Iterator[Series 
     for header in ordered:
         stop = start + header.frames
         try:
-            pixels[start:stop], colour = _decode(header)
+            colour = _decode(header, pixels[start:stop])
         except ImageReadError as error:
             keep[start:stop] = False
             yield ReadFailure(error.source, error.reason)
@@ -379,8 +380,12 @@ def _assemble(headers: list[_Header], pixels: np.ndarray, window: str | None) ->
     )
 
 
-def _decode(header: _Header) -> tuple[np.ndarray, bool]:
-    """One file as (F, H, W) float32 in modality units (bright is high), and if it was colour."""
+def _decode(header: _Header, out: np.ndarray) -> bool:
+    """Decode one file into `out`, (F, H, W) float32 in modality units (bright is high).
+
+    Returns:
+        Whether the file was colour (and so made grey).
+    """
     dataset = header.dataset
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -410,30 +415,28 @@ def _decode(header: _Header) -> tuple[np.ndarray, bool]:
         array = array.astype(np.float32) @ LUMINANCE  # (F, H, W)
 
     try:
-        values = _modality_values(array, header)
+        _modality_values(array, header, out)
     except _PYDICOM_ERRORS as error:
         raise ImageReadError(
             header.source, f"cannot apply the modality LUT ({error_summary(error)})"
         ) from None
-    if not np.isfinite(values).all():
+    if not np.isfinite(out).all():
         raise ImageReadError(header.source, "pixel values are not finite after rescaling")
-    return values, colour
+    return colour
 
 
-def _modality_values(array: np.ndarray, header: _Header) -> np.ndarray:
-    """Stored values to modality units (CT: HU), MONOCHROME1 inverted so that bright is high."""
+def _modality_values(array: np.ndarray, header: _Header, out: np.ndarray) -> None:
+    """Stored values to modality units (CT: HU) in `out`, MONOCHROME1 inverted (bright high)."""
     if "ModalityLUTSequence" in header.dataset:
-        values = np.asarray(apply_modality_lut(array, header.dataset), dtype=np.float32)
+        out[...] = apply_modality_lut(array, header.dataset)
     else:
-        values = array.astype(np.float32)
         for frame, (slope, intercept) in enumerate(header.rescale):
-            if slope != 1.0 or intercept != 0.0:
-                values[frame] *= np.float32(slope)
-                values[frame] += np.float32(intercept)
+            np.multiply(array[frame], np.float32(slope), out=out[frame], casting="unsafe")
+            if intercept != 0.0:
+                out[frame] += np.float32(intercept)
     if header.photometric == "MONOCHROME1":
         low, high = _rescaled_range(header)
-        values = np.float32(low + high) - values
-    return values
+        np.subtract(np.float32(low + high), out, out=out)
 
 
 def _choose_window(
@@ -556,6 +559,8 @@ def _plane_name(normal: np.ndarray) -> str:
 
 def _functional(dataset: Dataset, frame: int, sequence: str, keyword: str) -> object:
     """A value from the frame's functional group, else the shared one, else the top level."""
+    if FUNCTIONAL_GROUP_TAGS.isdisjoint(dataset.keys()):  # most single-frame files
+        return dataset.get(keyword)
     per_frame = dataset.get("PerFrameFunctionalGroupsSequence")
     groups = [per_frame[frame]] if per_frame is not None and frame < len(per_frame) else []
     shared = dataset.get("SharedFunctionalGroupsSequence")
