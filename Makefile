@@ -7,15 +7,13 @@ STAMP := $(VENV)/.anogan-installed
 CONFIG ?= configs/demo.yaml
 DATA ?=
 SET ?=
-BRAIN ?= ../shared/data/brain-tumor-mri-128
 
-.PHONY: help install train-healthy test lint format bench bench-quality clean
+.PHONY: help install train-healthy test lint format bench clean
 
 help:
 	@echo "make train-healthy [DATA=path] [CONFIG=configs/brain-mri.yaml]  train, calibrate, evaluate"
 	@echo "make test        lint and the fast test suite"
 	@echo "make bench       throughput figures (printed, not asserted)"
-	@echo "make bench-quality  the real-data quality benchmark (BRAIN=$(BRAIN))"
 
 install: $(STAMP)
 
@@ -41,9 +39,6 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m pipelines.benchmark throughput
-
-bench-quality: $(STAMP)
-	$(PY) -m pipelines.benchmark quality --data "$(BRAIN)"
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

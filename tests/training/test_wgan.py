@@ -1,6 +1,9 @@
+import pytest
 import torch
 from torch import nn
 
+from anogan.compute import Compute
+from anogan.config import ComputeConfig
 from anogan.data.patches import PatchSampler
 from anogan.models.fanogan import FAnoGAN
 from anogan.training.checkpoint import load_checkpoint
@@ -35,20 +38,32 @@ def _sampler(seed=0):
     return PatchSampler(images, torch.ones_like(images), 32, seed)
 
 
-def _trainer(config, run_dir, recorder=None):
+def _trainer(config, run_dir, recorder=None, compute=None):
     torch.manual_seed(0)
     model = FAnoGAN(config.model, config.data.patch_size)
     return WGANTrainer(
-        model, _sampler(), config.wgan, run_dir, recorder or LocalRecorder(), 0, {"note": "x"}
+        model,
+        _sampler(),
+        config.wgan,
+        run_dir,
+        recorder or LocalRecorder(),
+        0,
+        {"note": "x"},
+        compute,
     )
 
 
-def test_critic_loss_falls_over_a_few_iterations(tiny_config, tmp_path):
+@pytest.mark.parametrize(
+    "compute",
+    [ComputeConfig(device="cpu"), ComputeConfig("cpu", precision="bf16", channels_last=True)],
+    ids=["fp32", "bf16-channels-last"],
+)
+def test_critic_loss_falls_over_a_few_iterations(tiny_config, tmp_path, compute):
     from dataclasses import replace
 
     config = replace(tiny_config, wgan=replace(tiny_config.wgan, iterations=30, sample_every=10))
     recorder = LocalRecorder()
-    result = _trainer(config, tmp_path, recorder).train()
+    result = _trainer(config, tmp_path, recorder, Compute(compute)).train()
     losses = [value for _, value in recorder.metrics["wgan/critic_loss"]]
     assert result.steps == 30
     assert losses[-1] < losses[0]
