@@ -235,6 +235,8 @@ def _read_header(path: Path, source: str, strict: bool) -> _Header | None:
             logging.DEBUG,
         )
 
+    # Values are converted from their raw bytes on first access, so warnings (bad VRs, early
+    # ends) come both from reading and from parsing: both are watched.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -243,21 +245,28 @@ def _read_header(path: Path, source: str, strict: bool) -> _Header | None:
             raise ImageReadError(
                 source, f"unreadable DICOM header ({error_summary(error)})"
             ) from None
-    _raise_on_truncation(caught, path, source)
+        _raise_on_truncation(caught, path, source)  # an early end explains what is missing
+        read_warnings = len(caught)
+        try:
+            header = _classify(path, source, dataset, strict)
+        except _PYDICOM_ERRORS as error:
+            raise ImageReadError(
+                source, f"invalid DICOM header value ({error_summary(error)})"
+            ) from None
+    _raise_on_truncation(caught[read_warnings:], path, source)
+    return header
 
-    try:
-        if _is_dicomdir(dataset):
-            return _skip(
-                source, "a DICOMDIR (an index of other files), not an image", strict, logging.DEBUG
-            )
-        not_image = _non_image_kind(dataset)
-        if not_image:
-            return _skip(source, f"a {not_image} object, not an image", strict, logging.INFO)
-        return _parse_header(path, source, dataset)
-    except _PYDICOM_ERRORS as error:
-        raise ImageReadError(
-            source, f"invalid DICOM header value ({error_summary(error)})"
-        ) from None
+
+def _classify(path: Path, source: str, dataset: Dataset, strict: bool) -> _Header | None:
+    """Skip DICOMDIRs and non-image objects, parse the header of an image."""
+    if _is_dicomdir(dataset):
+        return _skip(
+            source, "a DICOMDIR (an index of other files), not an image", strict, logging.DEBUG
+        )
+    not_image = _non_image_kind(dataset)
+    if not_image:
+        return _skip(source, f"a {not_image} object, not an image", strict, logging.INFO)
+    return _parse_header(path, source, dataset)
 
 
 def _parse_header(path: Path, source: str, dataset: Dataset) -> _Header:
