@@ -1,11 +1,21 @@
-"""The `anogan` command: `anogan train ...`, and the commands of later stages.
+"""The `anogan` command: `anogan train`, `anogan score`, `anogan report`.
 
 Only this module (and the pipelines it calls) configures logging handlers. Every AnoganError
-becomes one line on stderr and a non-zero exit code.
+becomes one line on stderr and a non-zero exit code. `anogan score` exits 0 when every input
+was scored, 3 when some failed and the rest were scored, 2 on a usage error or when nothing
+could be scored.
 """
 
+import argparse
 import logging
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +24,17 @@ USAGE = """usage: anogan COMMAND [options]
 commands:
   train     train on healthy images, calibrate, evaluate, track in MLflow
             (anogan train --help)
+  score     score DICOM, NIfTI or image inputs: scores.csv, maps, DICOM SC, HTML report
+            (anogan score --help)
+  report    rebuild the HTML report of a scoring output folder (anogan report DIR)
 """
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # usage error, or nothing could be scored
+EXIT_PARTIAL = 3  # some inputs failed, the rest were scored
+LATEST_MODEL = Path("runs") / "latest"  # written by `make train-healthy` (train.output_dir)
+REPORTS_DIR = Path("reports")
+MODEL_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,8 +48,220 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.train_healthy import main as train_main
 
         return train_main(rest)
+    if command == "score":
+        return score_main(rest)
+    if command == "report":
+        return report_main(rest)
     print(f"anogan: error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
     return 2
+
+
+def score_main(argv: list[str]) -> int:
+    """`anogan score`: see `anogan score --help`."""
+    from anogan.errors import AnoganError
+
+    parser = _score_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        return EXIT_USAGE if exit_request.code else EXIT_OK
+    _configure_logging(args.verbose)
+    try:
+        outcome = run_score(args)
+    except AnoganError as error:
+        print(f"anogan score: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    counts = outcome["counts"]
+    print(
+        f"Scored {counts['slices']} slices in {counts['series']} series; "
+        f"flagged {counts['flagged_series']} series ({counts['flagged_slices']} slices); "
+        f"failed {counts['failures']} inputs; report: {outcome['report']}"
+    )
+    if counts["series"] == 0:
+        print("anogan score: error: nothing could be scored (see failures.csv)", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_PARTIAL if counts["failures"] else EXIT_OK
+
+
+def report_main(argv: list[str]) -> int:
+    """`anogan report DIR`: rebuild DIR/report/index.html from DIR's outputs."""
+    from anogan.errors import AnoganError
+    from anogan.report.build import build_report
+
+    parser = argparse.ArgumentParser(prog="anogan report", description=report_main.__doc__)
+    parser.add_argument("folder", help="an output folder of anogan score")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        return EXIT_USAGE if exit_request.code else EXIT_OK
+    _configure_logging(False)
+    try:
+        path = build_report(Path(args.folder))
+    except AnoganError as error:
+        print(f"anogan report: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"Report: {path}")
+    return EXIT_OK
+
+
+def run_score(args: argparse.Namespace) -> dict[str, Any]:
+    """Score the inputs named by `args` into `args.out`; returns counts and the report path.
+
+    Raises:
+        AnoganError: no usable model, a missing input, an unwritable output folder.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from anogan.config import save_config
+    from anogan.export import OutputWriter
+    from anogan.report.build import build_report
+    from anogan.scoring.calibrate import Calibration
+    from anogan.scoring.series import SeriesScorer
+
+    kind, input_path = _input_of(args)
+    root = input_path if input_path.is_dir() else input_path.parent
+    out_dir = Path(args.out) if args.out else _new_report_dir()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+    with ExitStack() as stack:
+        trained, model_ref = _load_trained(args.model, stack)
+        config = trained.config
+        if args.batch_size:
+            config = replace(config, scoring=replace(config.scoring, batch_size=args.batch_size))
+        calibration = Calibration.from_dict(trained.calibration)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.yaml")
+        logger.info("Scoring %s (%s) with %s into %s", input_path, kind, model_ref, out_dir)
+
+        writer = OutputWriter(
+            out_dir, root, calibration.heatmap_max, calibration.threshold, not args.no_dicom
+        )
+        with logging_redirect_tqdm(), tqdm(desc="Scoring", unit="slice", mininterval=1) as bar:
+            scorer = SeriesScorer(
+                trained.model, config.data, config.scoring, calibration, progress=bar.update
+            )
+            window = args.window or config.data.window
+            scorer.run(_read(input_path, kind, window, config.data.slice_axis, root), writer)
+        run = {
+            "started": started,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "input": {"path": str(input_path), "kind": kind},
+            "model": _model_description(trained, model_ref),
+            "calibration": calibration.to_dict(),
+            "scoring": asdict(config.scoring),
+            "window_size": config.data.patch_size,
+            "grid_size": config.data.image_size,
+        }
+        summary_path = writer.finish(run)
+    report = build_report(out_dir)
+    logger.info("Outputs in %s (summary %s)", out_dir, summary_path.name)
+    return {"counts": _counts(out_dir), "report": report}
+
+
+def _score_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anogan score",
+        description="Score DICOM, NIfTI or image inputs with a trained model: scores.csv, "
+        "failures.csv, maps/, dicom/ (Secondary Capture of flagged series), report/.",
+    )
+    inputs = parser.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--dicom", metavar="DIR", help="a folder of DICOM files (any depth)")
+    inputs.add_argument("--nifti", metavar="PATH", help="a NIfTI file or a folder of them")
+    inputs.add_argument("--images", metavar="DIR", help="a folder of PNG, JPEG or TIFF slices")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="model.pt, its folder, or an MLflow URI runs:/<id>/model "
+        f"(default: the model named in {LATEST_MODEL}, the newest of make train-healthy)",
+    )
+    parser.add_argument("--out", default=None, help="output folder (default reports/<time>/)")
+    parser.add_argument("--window", default=None, help="DICOM window preset (default: model's)")
+    parser.add_argument("--batch-size", type=int, default=0, help="windows per forward pass")
+    parser.add_argument("--no-dicom", action="store_true", help="write no Secondary Capture")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    for noisy in ("monai", "matplotlib", "PIL", "highdicom", "pydicom"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _input_of(args: argparse.Namespace) -> tuple[str, Path]:
+    from anogan.errors import DataError
+
+    kind, value = next(
+        (name, getattr(args, name)) for name in ("dicom", "nifti", "images") if getattr(args, name)
+    )
+    path = Path(value)
+    if not path.exists():
+        raise DataError(f"--{kind} {path}: no such file or folder")
+    if kind in ("dicom", "images") and not path.is_dir():
+        raise DataError(f"--{kind} {path}: expected a folder")
+    return ("image" if kind == "images" else kind), path
+
+
+def _read(path: Path, kind: str, window: str | None, slice_axis: str, root: Path) -> Iterator:
+    from anogan.io import iter_series
+
+    yield from iter_series(path, kind, window=window, slice_axis=slice_axis, root=root)
+
+
+def _load_trained(model: str | None, stack: ExitStack) -> tuple[Any, str]:
+    """The trained model and how it was named (path or URI)."""
+    from anogan.errors import CheckpointError
+    from anogan.training.checkpoint import load_model
+
+    if model is None:
+        if not LATEST_MODEL.is_file():
+            raise CheckpointError(
+                f"{LATEST_MODEL}: no trained model; run make train-healthy or pass --model"
+            )
+        model = LATEST_MODEL.read_text().strip()
+        logger.info("Using the latest model of make train-healthy: %s", model)
+    if model.startswith(MODEL_URI_SCHEMES):
+        from anogan.tracking import download_model
+
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="anogan-model-")))
+        return load_model(download_model(model, folder)), model
+    return load_model(Path(model)), model
+
+
+def _model_description(trained: Any, model_ref: str) -> dict[str, Any]:
+    info = trained.info
+    metrics = info.get("metrics", {})
+    return {
+        "reference": model_ref,
+        "path": str(trained.path),
+        "sha256": info.get("sha256", ""),
+        "data": info.get("data", ""),
+        "run_id": info.get("run_id"),
+        "trained_at": info.get("trained_at", ""),
+        "metrics": {
+            name: metrics[name]
+            for name in ("roc_auc", "average_precision", "sensitivity", "specificity")
+            if name in metrics
+        },
+    }
+
+
+def _counts(out_dir: Path) -> dict[str, int]:
+    from anogan.export import read_summary
+
+    return read_summary(out_dir)["counts"]
+
+
+def _new_report_dir() -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, suffix = REPORTS_DIR / stamp, 1
+    while path.exists():
+        path, suffix = REPORTS_DIR / f"{stamp}-{suffix}", suffix + 1
+    return path
 
 
 if __name__ == "__main__":

@@ -3,11 +3,15 @@
 Windows of the model's size slide over each slice with the configured overlap (positions from
 MONAI's `dense_patch_slices`); windows that are mostly air are left out. Each window gets its
 f-AnoGAN score and residual map; maps are stitched by averaging where windows overlap, and a
-slice's score aggregates its windows' scores.
+slice's score aggregates its windows' scores. `WindowStream` does the work one slice at a time,
+filling each forward pass with windows of as many slices (and series) as it takes, so that
+`score_slices` (a stack in memory) and `anogan.scoring.series` (streams of series) share it.
 """
 
 import logging
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from monai.data.utils import dense_patch_slices
@@ -39,6 +43,146 @@ class SliceScores:
     reconstructions: torch.Tensor
 
 
+@dataclass(frozen=True)
+class ScoredSlice:
+    """One slice through the model, on the model grid.
+
+    Attributes:
+        key: whatever the caller tagged the slice with.
+        score: aggregated f-AnoGAN score, higher is more anomalous.
+        image_residual: the image term of the windows the score came from.
+        feature_residual: the feature term of those windows.
+        image: (1, H, W) in [-1, 1], the model input.
+        pixel_map: (1, H, W) >= 0, stitched |x - G(E(x))|, zero outside the foreground when
+            scoring is masked.
+        reconstruction: (1, H, W) in [-1, 1], stitched G(E(x)); the input where no window
+            was scored.
+        windows: windows scored.
+    """
+
+    key: Any
+    score: float
+    image_residual: float
+    feature_residual: float
+    image: torch.Tensor
+    pixel_map: torch.Tensor
+    reconstruction: torch.Tensor
+    windows: int
+
+
+@dataclass
+class _PendingSlice:
+    key: Any
+    image: torch.Tensor  # (1, H, W)
+    mask: torch.Tensor  # (1, H, W)
+    maps: torch.Tensor  # (1, H, W) running sums
+    reconstructions: torch.Tensor
+    coverage: torch.Tensor
+    remaining: int
+    window_scores: list[tuple[float, float, float]] = field(default_factory=list)
+
+
+class WindowStream:
+    """Scores slices handed in one by one, batching their windows across slices.
+
+    A slice comes back from `add` or `flush`, in the order it went in, once its last window
+    has been through the model; until then it waits with at most one batch of windows, so
+    memory does not grow with the number of slices.
+
+    Args:
+        model: the trained triple, put in eval mode here.
+        config: overlap, aggregation, kappa, batch size, masking.
+    """
+
+    def __init__(self, model: FAnoGAN, config: ScoringConfig) -> None:
+        self.model = model.eval()
+        self.config = config
+        self._pending: deque[_PendingSlice] = deque()
+        self._queue: deque[tuple[_PendingSlice, tuple[slice, slice]]] = deque()
+        self.windows_scored = 0
+
+    def add(self, key: Any, image: torch.Tensor, mask: torch.Tensor) -> list[ScoredSlice]:
+        """Queue one slice; returns the slices finished meanwhile.
+
+        Args:
+            key: tag returned with the result.
+            image: (1, H, W) in [-1, 1], H and W at least the model's window.
+            mask: (1, H, W) in {0, 1}, the foreground.
+        """
+        _, height, width = image.shape
+        positions = window_slices(height, width, self.model.image_size, self.config.overlap)
+        chosen = plan_windows(mask, positions)
+        pending = _PendingSlice(
+            key=key,
+            image=image,
+            mask=mask,
+            maps=torch.zeros_like(image),
+            reconstructions=torch.zeros_like(image),
+            coverage=torch.zeros_like(image),
+            remaining=len(chosen),
+        )
+        self._pending.append(pending)
+        self._queue.extend((pending, positions[index]) for index in chosen)
+        while len(self._queue) >= self.config.batch_size:
+            self._run_batch()
+        return self._finished()
+
+    def flush(self) -> list[ScoredSlice]:
+        """Score what is still queued; returns every slice not yet returned."""
+        while self._queue:
+            self._run_batch()
+        return self._finished()
+
+    @torch.inference_mode()
+    def _run_batch(self) -> None:
+        count = min(self.config.batch_size, len(self._queue))
+        chunk = [self._queue.popleft() for _ in range(count)]
+        window_images = torch.stack([item.image[:, rows, cols] for item, (rows, cols) in chunk])
+        window_masks = torch.stack([item.mask[:, rows, cols] for item, (rows, cols) in chunk])
+        # window_images, window_masks: (B, 1, P, P)
+        output = self.model.anomaly(
+            window_images, self.config.kappa, window_masks if self.config.masked else None
+        )
+        for index, (item, (rows, columns)) in enumerate(chunk):
+            item.maps[:, rows, columns] += output.pixel_map[index]
+            item.reconstructions[:, rows, columns] += output.reconstruction[index]
+            item.coverage[:, rows, columns] += 1.0
+            item.window_scores.append(
+                (
+                    output.score[index].item(),
+                    output.image_residual[index].item(),
+                    output.feature_residual[index].item(),
+                )
+            )
+            item.remaining -= 1
+        self.windows_scored += count
+
+    def _finished(self) -> list[ScoredSlice]:
+        done = []
+        while self._pending and self._pending[0].remaining == 0:
+            done.append(self._stitch(self._pending.popleft()))
+        return done
+
+    def _stitch(self, item: _PendingSlice) -> ScoredSlice:
+        covered = item.coverage.clamp(min=1.0)
+        pixel_map = item.maps / covered
+        if self.config.masked:
+            pixel_map = pixel_map * item.mask
+        score, image_residual, feature_residual = aggregate_windows(item.window_scores, self.config)
+        return ScoredSlice(
+            key=item.key,
+            score=score,
+            image_residual=image_residual,
+            feature_residual=feature_residual,
+            image=item.image,
+            pixel_map=pixel_map,
+            reconstruction=torch.where(
+                item.coverage > 0, item.reconstructions / covered, item.image
+            ),
+            windows=len(item.window_scores),
+        )
+
+
 def window_slices(
     height: int, width: int, patch_size: int, overlap: float
 ) -> list[tuple[slice, slice]]:
@@ -50,7 +194,6 @@ def window_slices(
     ]
 
 
-@torch.inference_mode()
 def score_slices(
     model: FAnoGAN, images: torch.Tensor, masks: torch.Tensor, config: ScoringConfig
 ) -> SliceScores:
@@ -65,88 +208,49 @@ def score_slices(
     Returns:
         SliceScores for the S slices.
     """
-    model.eval()
-    slices, _, height, width = images.shape
-    patch = model.image_size
-    positions = window_slices(height, width, patch, config.overlap)
-    plan = _plan_windows(masks, positions, patch)  # [(slice index, position index)]
-
-    maps = torch.zeros_like(images)
-    reconstructions = torch.zeros_like(images)
-    coverage = torch.zeros_like(images)
-    window_scores: list[list[tuple[float, float, float]]] = [[] for _ in range(slices)]
-    for start in range(0, len(plan), config.batch_size):
-        chunk = plan[start : start + config.batch_size]
-        window_images = _crop_windows(images, chunk, positions)  # (B, 1, P, P)
-        window_masks = _crop_windows(masks, chunk, positions)
-        output = model.anomaly(window_images, config.kappa, window_masks if config.masked else None)
-        for index, (slice_index, position) in enumerate(chunk):
-            rows, columns = positions[position]
-            maps[slice_index, :, rows, columns] += output.pixel_map[index]
-            reconstructions[slice_index, :, rows, columns] += output.reconstruction[index]
-            coverage[slice_index, :, rows, columns] += 1.0
-            window_scores[slice_index].append(
-                (
-                    output.score[index].item(),
-                    output.image_residual[index].item(),
-                    output.feature_residual[index].item(),
-                )
-            )
-
-    covered = coverage.clamp(min=1.0)
-    score, image_residual, feature_residual = _aggregate(window_scores, config)
+    stream = WindowStream(model, config)
+    results: list[ScoredSlice] = []
+    for index in range(images.shape[0]):
+        results.extend(stream.add(index, images[index], masks[index]))
+    results.extend(stream.flush())
     return SliceScores(
-        score=score,
-        image_residual=image_residual,
-        feature_residual=feature_residual,
-        pixel_maps=maps / covered * masks if config.masked else maps / covered,
-        reconstructions=torch.where(coverage > 0, reconstructions / covered, images),
+        score=torch.tensor([result.score for result in results]),
+        image_residual=torch.tensor([result.image_residual for result in results]),
+        feature_residual=torch.tensor([result.feature_residual for result in results]),
+        pixel_maps=torch.stack([result.pixel_map for result in results]),
+        reconstructions=torch.stack([result.reconstruction for result in results]),
     )
 
 
-def _crop_windows(
-    tensor: torch.Tensor, chunk: list[tuple[int, int]], positions: list[tuple[slice, slice]]
-) -> torch.Tensor:
-    crops = []
-    for slice_index, position in chunk:
-        rows, columns = positions[position]
-        crops.append(tensor[slice_index, :, rows, columns])
-    return torch.stack(crops)
+def plan_windows(mask: torch.Tensor, positions: list[tuple[slice, slice]]) -> list[int]:
+    """Windows of one slice worth scoring: enough foreground; at least its fullest window.
+
+    Args:
+        mask: (1, H, W) in {0, 1}, the slice's foreground.
+        positions: the window positions of `window_slices`.
+
+    Returns:
+        Indices into `positions`.
+    """
+    fractions = torch.tensor([mask[0, rows, columns].mean().item() for rows, columns in positions])
+    chosen = torch.nonzero(fractions >= MIN_WINDOW_FOREGROUND).flatten().tolist()
+    return chosen or [int(fractions.argmax())]
 
 
-def _plan_windows(
-    masks: torch.Tensor, positions: list[tuple[slice, slice]], patch: int
-) -> list[tuple[int, int]]:
-    """Windows worth scoring: enough foreground; at least the fullest window of each slice."""
-    plan = []
-    for slice_index in range(masks.shape[0]):
-        fractions = torch.tensor(
-            [masks[slice_index, 0, rows, columns].mean().item() for rows, columns in positions]
-        )
-        chosen = torch.nonzero(fractions >= MIN_WINDOW_FOREGROUND).flatten().tolist()
-        if not chosen:
-            chosen = [int(fractions.argmax())]
-        plan.extend((slice_index, position) for position in chosen)
-    return plan
-
-
-def _aggregate(
-    window_scores: list[list[tuple[float, float, float]]], config: ScoringConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Slice scores from window scores (columns: score, image residual, feature residual).
+def aggregate_windows(
+    window_scores: list[tuple[float, float, float]], config: ScoringConfig
+) -> tuple[float, float, float]:
+    """A slice's score from its windows' (score, image residual, feature residual).
 
     NOTE: `topk` (the mean of the k highest windows) is the default: a lesion fills a few
     windows of a large slice, so the mean dilutes it, while the single maximum follows the
     noisiest window of healthy slices too.
     """
-    rows = []
-    for windows in window_scores:
-        table = torch.tensor(windows)  # (windows, 3)
-        if config.aggregation == "mean":
-            rows.append(table.mean(dim=0))
-        else:
-            count = 1 if config.aggregation == "max" else min(config.top_k, len(windows))
-            top = table[:, 0].topk(count).indices
-            rows.append(table[top].mean(dim=0))
-    stacked = torch.stack(rows)  # (S, 3)
-    return stacked[:, 0], stacked[:, 1], stacked[:, 2]
+    table = torch.tensor(window_scores, dtype=torch.float64)  # (windows, 3)
+    if config.aggregation == "mean":
+        row = table.mean(dim=0)
+    else:
+        count = 1 if config.aggregation == "max" else min(config.top_k, len(window_scores))
+        top = table[:, 0].topk(count).indices
+        row = table[top].mean(dim=0)
+    return float(row[0]), float(row[1]), float(row[2])
