@@ -37,7 +37,7 @@ from anogan.scoring.series import SeriesScorer
 
 logger = logging.getLogger("anogan.bench_score")
 
-FORWARD_REPEATS = 5  # timed batches of the bare forward pass, after one warm-up
+FORWARD_REPEATS = 10  # timed batches of the bare forward pass, after one warm-up; median kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,10 +142,12 @@ def _bare_forward(model: FAnoGAN, config: Config) -> float:
     windows = torch.rand(batch, 1, size, size) * 2 - 1
     masks = torch.ones_like(windows)
     model.anomaly(windows, config.scoring.kappa, masks)
-    start = time.perf_counter()
+    seconds = []
     for _ in range(FORWARD_REPEATS):
+        start = time.perf_counter()
         model.anomaly(windows, config.scoring.kappa, masks)
-    return FORWARD_REPEATS * batch / (time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
+    return batch / float(np.median(seconds))
 
 
 def _score(model: FAnoGAN, config: Config, series: Series) -> float:

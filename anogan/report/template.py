@@ -109,8 +109,9 @@ qualified clinician.</p>
  |x - G(E(x))|, fixed at calibration for every slice of this report</td></tr>
 <tr><th>Windows</th><td>{{ run.window_size }} px windows over slices resampled to
  {{ run.grid_size }} px, overlap {{ run.scoring.overlap }}; slice score:
- {{ run.scoring.aggregation }} of windows; series score: mean of the top
- {{ series_top_k }} slices</td></tr>
+ {{ run.scoring.aggregation }} of windows; series score:
+ {% if series_top_k == 1 %}its highest slice score{% else %}mean of its top {{ series_top_k }}
+ slice scores{% endif %}</td></tr>
 {% for name, value in model.metrics.items() %}
 <tr><th>Validation {{ name }}</th><td class="number">{{ "%.3f" | format(value) }}</td></tr>
 {% endfor %}

@@ -75,3 +75,51 @@ def test_stream_matches_the_stacked_scorer():
     assert [result.key for result in results] == list(range(5))
     assert torch.allclose(torch.tensor([r.score for r in results]), stacked.score)
     assert torch.equal(torch.stack([r.pixel_map for r in results]), stacked.pixel_maps)
+
+
+class _CountingSink:
+    """Records how many slices wait inside the scorer whenever one comes out."""
+
+    def __init__(self) -> None:
+        self.scorer = None
+        self.waiting: list[int] = []
+        self.closed: list[int] = []
+
+    def open_series(self, key, series) -> None:
+        pass
+
+    def write_slice(self, key, series, result) -> None:
+        self.waiting.append(len(self.scorer.stream._pending))
+
+    def close_series(self, summary) -> None:
+        self.closed.append(summary.shape[0])
+
+    def discard_series(self, key, series, reason) -> None:
+        raise AssertionError(reason)
+
+    def failure(self, source, reason) -> None:
+        raise AssertionError(reason)
+
+
+def test_a_long_series_streams_with_a_few_slices_in_memory():
+    from anogan.config import DataConfig
+    from anogan.io.series import Series
+    from anogan.scoring.calibrate import REFERENCE_QUANTILES, Calibration
+    from anogan.scoring.series import SeriesScorer
+
+    torch.manual_seed(0)
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    rng = np.random.default_rng(0)
+    pixels = rng.random((120, 40, 40)).astype(np.float32) * 100
+    series = Series(pixels, (1.0, 1.0), np.eye(4), "long", ("long.nii.gz",) * 120, "nifti")
+    calibration = Calibration(1.0, 0.05, 0.05, 1.0, 20, tuple(0.0 for _ in REFERENCE_QUANTILES))
+    sink = _CountingSink()
+    scorer = SeriesScorer(
+        model, DataConfig(image_size=48, patch_size=32), ScoringConfig(batch_size=8), calibration
+    )
+    sink.scorer = scorer
+    summaries = scorer.run([series, series], sink)
+    assert sink.closed == [120, 120] and len(summaries) == 2
+    assert len(sink.waiting) == 240
+    assert max(sink.waiting) <= 8  # at most one batch of windows' slices, never the series
+    assert scorer._open == {}
