@@ -71,8 +71,8 @@ def run_training(
     np.random.seed(config.seed)
     run_dir = resume_dir or _new_run_dir(Path(config.output_dir))
     state = _read_state(run_dir)
-    data = data or state.get("data")
-    dataset = _dataset(config, data, state.get("kind", kind))
+    data, kind = data or state.get("data"), state.get("kind", kind)
+    dataset = _dataset(config, data, kind)
     state.update({"data": str(dataset.root) if data else None, "kind": kind})
     save_config(config, run_dir / "config.yaml")
 
