@@ -329,8 +329,9 @@ class OutputWriter:
         picture = with_colour_bar(overlay(image, result.pixel_map, self.heatmap_max))
         number = len(output.dicom_files) + 1
         path = self._inside("dicom", output.name, f"{number:05d}.dcm")
+        frame = series.frame_numbers[result.index] if series.frame_numbers else 1
         dataset = secondary_capture(
-            reference, picture, output.sc_series_uid, number, result, self.threshold
+            reference, picture, output.sc_series_uid, number, result, self.threshold, frame
         )
         dataset.save_as(path, enforce_file_format=True)
         output.dicom_files.append(path.relative_to(self.out_dir).as_posix())
@@ -343,6 +344,7 @@ def secondary_capture(
     instance_number: int,
     result: SliceResult,
     threshold: float,
+    frame_number: int = 1,
 ) -> Dataset:
     """A Secondary Capture image of a heatmap overlay, in the study of `reference`.
 
@@ -353,6 +355,7 @@ def secondary_capture(
         instance_number: position in the SC series, from 1.
         result: the scored slice, for its score and source.
         threshold: the calibrated alarm threshold.
+        frame_number: the source frame, referenced when the source has several.
     """
     series_number = int(getattr(reference, "SeriesNumber", 0) or 0) + SC_SERIES_OFFSET
     dataset = SCImage.from_ref_dataset(
@@ -384,6 +387,8 @@ def secondary_capture(
         source = Dataset()
         source.ReferencedSOPClassUID = reference.SOPClassUID
         source.ReferencedSOPInstanceUID = reference.SOPInstanceUID
+        if int(getattr(reference, "NumberOfFrames", 1) or 1) > 1:
+            source.ReferencedFrameNumber = frame_number
         dataset.SourceImageSequence = DicomSequence([source])
     return dataset
 

@@ -116,3 +116,19 @@ def test_report_rebuilds_from_the_outputs(model_dir, image_folder, tmp_path):
 def test_train_dispatch_still_works(capsys):
     assert main(["train", "--set", "wgan.iterationz=3", "--no-mlflow"]) == 2
     assert "wgan.iterationz" in capsys.readouterr().err
+
+
+def test_scores_with_a_model_named_by_its_mlflow_uri(
+    tiny_config, tiny_demo, mlflow_uri, monkeypatch, tmp_path
+):
+    from pipelines.train_healthy import run_training
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    summary = run_training(tiny_config, str(tiny_demo), track=True)
+    out = tmp_path / "out"
+    images = tiny_demo / "dev_val" / "lesion"
+    uri = f"runs:/{summary.run_id}/model"
+    assert main(["score", "--images", str(images), "--model", uri, "--out", str(out)]) == 0
+    recorded = json.loads((out / "summary.json").read_text())["model"]
+    assert recorded["reference"] == uri and recorded["run_id"] == summary.run_id
+    assert len(_rows(out / "scores.csv")) == len(list(images.glob("*.png")))
