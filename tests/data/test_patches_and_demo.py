@@ -40,3 +40,29 @@ def test_demo_loads_to_normalised_slices_with_lesions_inside_the_foreground(tiny
     inside = (validation.lesion_masks[lesion] * validation.masks[lesion]).sum()
     assert inside / validation.lesion_masks[lesion].sum() > 0.9
     assert np.isfinite(validation.raw_statistics["std"]).all()
+
+
+def test_windows_are_exact_crops_centred_on_foreground_pixels():
+    height = width = 80
+    images = torch.arange(3 * height * width, dtype=torch.float32).view(3, 1, height, width)
+    masks = torch.zeros_like(images)
+    masks[:, :, 30:50, 20:45] = 1  # far enough from the edges that no centre is moved
+    sampler = PatchSampler(images, masks, 16, seed=3)
+    for window in sampler.sample(50):
+        first = int(window[0, 0, 0])
+        slice_index, rest = divmod(first, height * width)
+        top, left = divmod(rest, width)
+        assert torch.equal(window[0], images[slice_index, 0, top : top + 16, left : left + 16])
+        assert masks[slice_index, 0, top + 8, left + 8] == 1
+
+
+def test_windows_near_an_edge_stay_inside_the_slice():
+    images = torch.rand(2, 1, 40, 40)
+    masks = torch.zeros_like(images)
+    masks[:, :, :3, :3] = 1  # foreground in a corner: centres must move inwards
+    windows = PatchSampler(images, masks, 32, seed=0).sample(10)
+    assert windows.shape == (10, 1, 32, 32)
+    assert all(
+        torch.equal(window, images[0, :, :32, :32]) or torch.equal(window, images[1, :, :32, :32])
+        for window in windows
+    )
