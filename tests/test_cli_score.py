@@ -132,3 +132,17 @@ def test_scores_with_a_model_named_by_its_mlflow_uri(
     recorded = json.loads((out / "summary.json").read_text())["model"]
     assert recorded["reference"] == uri and recorded["run_id"] == summary.run_id
     assert len(_rows(out / "scores.csv")) == len(list(images.glob("*.png")))
+
+
+def test_report_shows_slices_of_flagged_and_top_series_only(
+    model_dir, image_folder, tmp_path, monkeypatch
+):
+    import anogan.report.build as build
+
+    out = tmp_path / "out"
+    main(["score", "--images", str(image_folder), "--model", str(model_dir), "--out", str(out)])
+    monkeypatch.setattr(build, "DETAILED_SERIES", 0)
+    html = build.build_report(out).read_text()
+    # One image series a file: only the flagged lesion image keeps its slice panels.
+    assert html.count('alt="heatmap overlay"') == 1
+    assert html.count("Slice images are shown for flagged series") == 3

@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 REPORT_FILE = Path("report") / "index.html"
 MIN_IMAGE_SIDE = 224  # small slices are enlarged (whole multiples) to at least this
 CHART_WIDTH, CHART_HEIGHT, CHART_MARGIN = 320, 140, 24  # SVG chart size in px
+# Series shown with their slice images: every flagged one, and the highest scoring others up
+# to this rank, so that a run over thousands of series still gives a page a browser opens.
+DETAILED_SERIES = 50
 
 
 def build_report(out_dir: Path) -> Path:
@@ -40,7 +43,12 @@ def build_report(out_dir: Path) -> Path:
     calibration = summary["calibration"]
     quantiles = np.asarray(calibration["healthy_quantiles"], dtype=np.float64)
     series = sorted(summary["series"], key=lambda item: item["score"], reverse=True)
-    entries = [_series_entry(out_dir, item, calibration, quantiles) for item in series]
+    entries = [
+        _series_entry(out_dir, item, calibration, quantiles, rank < DETAILED_SERIES)
+        for rank, item in enumerate(series)
+    ]
+    if len(series) > DETAILED_SERIES:
+        logger.info("Report shows slice images of flagged series and the top %d", DETAILED_SERIES)
 
     environment = jinja2.Environment(autoescape=True, undefined=jinja2.ChainableUndefined)
     html = environment.from_string(TEMPLATE).render(
@@ -54,6 +62,7 @@ def build_report(out_dir: Path) -> Path:
         failures=read_failures(out_dir),
         series=entries,
         series_top_k=SERIES_TOP_K,
+        detailed_series=DETAILED_SERIES,
         colour_bar=png_data_uri(colour_bar(256, 16)),
     )
     path = out_dir / REPORT_FILE
@@ -64,7 +73,11 @@ def build_report(out_dir: Path) -> Path:
 
 
 def _series_entry(
-    out_dir: Path, item: dict[str, Any], calibration: dict[str, Any], quantiles: np.ndarray
+    out_dir: Path,
+    item: dict[str, Any],
+    calibration: dict[str, Any],
+    quantiles: np.ndarray,
+    detailed: bool,
 ) -> dict[str, Any]:
     threshold = float(calibration["threshold"])
     metadata = item.get("metadata", {})
@@ -77,7 +90,9 @@ def _series_entry(
         "percentile": healthy_percentile(item["score"], quantiles),
         "distribution": _distribution_svg(quantiles, item["score"], threshold),
         "profile": _profile_svg(item["slice_scores"], threshold),
-        "previews": _previews(out_dir, item, calibration),
+        "previews": (
+            _previews(out_dir, item, calibration) if detailed or item["flagged_slices"] else []
+        ),
     }
 
 

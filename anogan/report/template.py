@@ -179,6 +179,8 @@ dashed: the threshold.</figcaption>
 <figcaption>Score of every slice; dashed: the threshold.</figcaption>
 </figure>
 </div>
+{% if not item.previews %}<p class="muted">Slice images are shown for flagged series and the
+{{ detailed_series }} highest scoring; this series' map is in {{ item.map_file }}.</p>{% endif %}
 {% for preview in item.previews %}
 <h3>Slice {{ preview.slice }}: score {{ "%.4g" | format(preview.score) }}
 {% if preview.flagged %}<span class="flagged">above threshold</span>{% endif %}</h3>

@@ -21,7 +21,7 @@ from tests.conftest import TINY
 
 SIZE = 64  # phantom side in pixels
 LESION_RADIUS = 6.0  # pixels
-ITERATIONS = 300  # WGAN-GP and izi_f iterations of the tiny model
+ITERATIONS = 500  # WGAN-GP and izi_f iterations of the tiny model
 _MODELS: dict[Path, Path] = {}  # training root -> model folder, one training per test process
 
 
