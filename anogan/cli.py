@@ -139,7 +139,12 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
         )
         with logging_redirect_tqdm(), tqdm(desc="Scoring", unit="slice", mininterval=1) as bar:
             scorer = SeriesScorer(
-                trained.model, config.data, config.scoring, calibration, progress=bar.update
+                trained.model,
+                config.data,
+                config.scoring,
+                calibration,
+                progress=bar.update,
+                compute=config.compute,
             )
             window = args.window or config.data.window
             scorer.run(_read(input_path, kind, window, config.data.slice_axis, root), writer)

@@ -25,12 +25,12 @@ SLICE_SPACING_MM = 1.25
 PIXEL_SPACING_MM = 0.7
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Write the series, time both readers, print one line per reader."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--size", type=int, default=512)
-    arguments = parser.parse_args()
+    arguments = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="anogan-bench-io-") as folder:
         started = time.perf_counter()

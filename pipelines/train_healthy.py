@@ -149,8 +149,6 @@ def _stages(
         encoder_result.minutes,
         encoder_result.final_loss,
     )
-    # NOTE: validation scoring runs on the CPU in fp32, the precision every user's scores have.
-    model.to(device="cpu", memory_format=torch.contiguous_format)
     return _evaluate_and_save(config, model, dataset, validation, run_dir, state, recorder)
 
 
@@ -163,7 +161,10 @@ def _evaluate_and_save(
     state: dict,
     recorder: RunRecorder,
 ) -> TrainingSummary:
-    scores = score_slices(model, validation.images, validation.masks, config.scoring)
+    # Scored as `anogan score` will score: fp32 on the compute device (see WindowStream).
+    scores = score_slices(
+        model, validation.images, validation.masks, config.scoring, config.compute
+    )
     healthy = validation.labels == 0
     if not healthy.any():
         raise DataError(f"{dataset.description}: no healthy validation slice to calibrate on")

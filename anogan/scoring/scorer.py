@@ -10,13 +10,14 @@ filling each forward pass with windows of as many slices (and series) as it take
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from monai.data.utils import dense_patch_slices
 
-from anogan.config import ScoringConfig
+from anogan.compute import Compute
+from anogan.config import ComputeConfig, ScoringConfig
 from anogan.models.fanogan import FAnoGAN
 
 logger = logging.getLogger(__name__)
@@ -90,12 +91,20 @@ class WindowStream:
     memory does not grow with the number of slices.
 
     Args:
-        model: the trained triple, put in eval mode here.
+        model: the trained triple, put in eval mode here and moved to the compute device.
         config: overlap, aggregation, kappa, batch size, masking.
+        compute: device and memory layout (default: CPU, NCHW). Scores are always taken in
+            fp32, whatever `compute.precision` says.
     """
 
-    def __init__(self, model: FAnoGAN, config: ScoringConfig) -> None:
-        self.model = model.eval()
+    def __init__(
+        self, model: FAnoGAN, config: ScoringConfig, compute: ComputeConfig | None = None
+    ) -> None:
+        # NOTE: the threshold was set on fp32 scores; bf16 scores differ by about 1%, enough to
+        # move slices across it, so scoring keeps fp32 and takes only device and layout.
+        compute_config = replace(compute or ComputeConfig(device="cpu"), precision="fp32")
+        self.compute = Compute(compute_config)
+        self.model = self.compute.module(model.eval())
         self.config = config
         self._pending: deque[_PendingSlice] = deque()
         self._queue: deque[tuple[_PendingSlice, tuple[slice, slice]]] = deque()
@@ -141,8 +150,11 @@ class WindowStream:
         window_masks = torch.stack([item.mask[:, rows, cols] for item, (rows, cols) in chunk])
         # window_images, window_masks: (B, 1, P, P)
         output = self.model.anomaly(
-            window_images, self.config.kappa, window_masks if self.config.masked else None
+            self.compute.images(window_images),
+            self.config.kappa,
+            self.compute.images(window_masks) if self.config.masked else None,
         )
+        output = type(output)(*(tensor.float().cpu() for tensor in output))
         for index, (item, (rows, columns)) in enumerate(chunk):
             item.maps[:, rows, columns] += output.pixel_map[index]
             item.reconstructions[:, rows, columns] += output.reconstruction[index]
@@ -195,7 +207,11 @@ def window_slices(
 
 
 def score_slices(
-    model: FAnoGAN, images: torch.Tensor, masks: torch.Tensor, config: ScoringConfig
+    model: FAnoGAN,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    config: ScoringConfig,
+    compute: ComputeConfig | None = None,
 ) -> SliceScores:
     """Score slices window by window.
 
@@ -204,11 +220,12 @@ def score_slices(
         images: (S, 1, H, W) in [-1, 1], H and W at least the model's window.
         masks: (S, 1, H, W) in {0, 1}, the foreground.
         config: overlap, aggregation, kappa, batch size, masking.
+        compute: device and memory layout, as for WindowStream.
 
     Returns:
         SliceScores for the S slices.
     """
-    stream = WindowStream(model, config)
+    stream = WindowStream(model, config, compute)
     results: list[ScoredSlice] = []
     for index in range(images.shape[0]):
         results.extend(stream.add(index, images[index], masks[index]))

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from anogan.config import DataConfig, ScoringConfig
+from anogan.config import ComputeConfig, DataConfig, ScoringConfig
 from anogan.data.preprocess import GridTransform, from_model_grid, prepare_slices
 from anogan.errors import AnoganError, DataError
 from anogan.io.series import Series
@@ -155,6 +155,7 @@ class SeriesScorer:
         scoring_config: windows, aggregation and batch size.
         calibration: threshold and heatmap scale stored with the model.
         progress: called with the number of slices finished, for a progress bar.
+        compute: device and memory layout of the forward passes (scores stay fp32).
     """
 
     def __init__(
@@ -164,10 +165,11 @@ class SeriesScorer:
         scoring_config: ScoringConfig,
         calibration: Calibration,
         progress: Any = None,
+        compute: ComputeConfig | None = None,
     ) -> None:
         self.data_config = data_config
         self.calibration = calibration
-        self.stream = WindowStream(model, scoring_config)
+        self.stream = WindowStream(model, scoring_config, compute)
         self.progress = progress
         self._open: dict[int, _OpenSeries] = {}
         self._next_key = 0

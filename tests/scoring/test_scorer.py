@@ -56,3 +56,17 @@ def test_threshold_gives_the_target_false_positive_rate():
 def test_calibration_rejects_an_impossible_rate():
     with pytest.raises(ValueError, match="target_fpr"):
         calibrate(torch.ones(5), torch.ones(5, 1, 2, 2), torch.ones(5, 1, 2, 2), 0.0)
+
+
+def test_channels_last_scoring_matches_and_stays_fp32_even_when_bf16_is_asked():
+    from anogan.config import ComputeConfig
+
+    torch.manual_seed(0)
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    images = torch.rand(3, 1, 64, 48) * 2 - 1
+    masks = torch.ones_like(images)
+    plain = score_slices(model, images, masks, ScoringConfig(batch_size=4))
+    compute = ComputeConfig(device="cpu", precision="bf16", channels_last=True)
+    fast = score_slices(model, images, masks, ScoringConfig(batch_size=4), compute)
+    assert torch.allclose(fast.score, plain.score, rtol=1e-4)
+    assert torch.allclose(fast.pixel_maps, plain.pixel_maps, atol=1e-5)
