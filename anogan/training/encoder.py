@@ -73,7 +73,8 @@ class EncoderTrainer:
         config: the encoder section of the run config.
         run_dir: where grids and checkpoints go.
         recorder: receives losses and grids.
-        seed: fixes the windows shown in the reconstruction grids.
+        seed: the run seed, kept with the stage; the grid windows are the first windows the
+            (seeded) sampler draws, so they are the same in every run of one config.
         extra: plain values stored in every checkpoint (the resolved config).
         compute: device, precision and memory layout; the model is moved there. Default: CPU,
             fp32.
