@@ -28,3 +28,7 @@ class CheckpointError(AnoganError):
 
 class DataError(AnoganError):
     """A data set is missing, empty or laid out in a way anogan cannot use."""
+
+
+class TrackingError(AnoganError):
+    """The MLflow tracking server cannot be reached; the message names its URI."""
