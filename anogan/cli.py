@@ -1,17 +1,19 @@
-"""The `anogan` command: `anogan train`, `anogan score`, `anogan report`.
+"""The `anogan` command: `anogan train`, `anogan score`, `anogan merge`, `anogan report`.
 
 Only this module (and the pipelines it calls) configures logging handlers. Every AnoganError
 becomes one line on stderr and a non-zero exit code. `anogan score` exits 0 when every input
 was scored, 3 when some failed and the rest were scored, 2 on a usage error or when nothing
-could be scored.
+could be scored. `anogan score --shard I/N` (or a torchrun rank) scores one shard of the
+input into OUT/shard-I-of-N/; `anogan merge OUT` joins the shards (see anogan.scoring.shard).
 """
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -25,7 +27,8 @@ commands:
   train     train on healthy images, calibrate, evaluate, track in MLflow
             (anogan train --help)
   score     score DICOM, NIfTI or image inputs: scores.csv, maps, DICOM SC, HTML report
-            (anogan score --help)
+            (anogan score --help); --shard I/N scores one part of a large input
+  merge     join the shards of a sharded score into one output (anogan merge OUT)
   report    rebuild the HTML report of a scoring output folder (anogan report DIR)
 """
 
@@ -50,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(rest)
     if command == "score":
         return score_main(rest)
+    if command == "merge":
+        return merge_main(rest)
     if command == "report":
         return report_main(rest)
     print(f"anogan: error: unknown command {command!r}\n{USAGE}", file=sys.stderr)
@@ -71,14 +76,47 @@ def score_main(argv: list[str]) -> int:
     except AnoganError as error:
         print(f"anogan score: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    counts = outcome["counts"]
+    return _closing(outcome["counts"], outcome["report"], "anogan score", outcome["sharded"])
+
+
+def merge_main(argv: list[str]) -> int:
+    """`anogan merge OUT [SHARD_DIR ...]`: join shard outputs into one output folder OUT."""
+    from anogan.errors import AnoganError
+    from anogan.scoring.shard import find_shards, merge_shards
+
+    parser = argparse.ArgumentParser(
+        prog="anogan merge",
+        description="Join the outputs of anogan score --shard I/N into one output folder, "
+        "the same as an unsharded run (scores.csv, failures.csv, maps/, dicom/, report/).",
+    )
+    parser.add_argument("out", help="the merged folder; also where shard-I-of-N/ are sought")
+    parser.add_argument("shards", nargs="*", help="shard folders (default OUT/shard-*-of-*)")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:
+        return EXIT_USAGE if exit_request.code else EXIT_OK
+    _configure_logging(False)
+    out_dir = Path(args.out)
+    shard_dirs = [Path(folder) for folder in args.shards] or find_shards(out_dir)
+    try:
+        report = merge_shards(out_dir, shard_dirs)
+        counts = _counts(out_dir)
+    except AnoganError as error:
+        print(f"anogan merge: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return _closing(counts, report, "anogan merge", sharded=False)
+
+
+def _closing(counts: dict[str, int], report: Path, command: str, sharded: bool) -> int:
+    """Print the closing line of a scoring run; returns its exit code."""
     print(
         f"Scored {counts['slices']} slices in {counts['series']} series; "
         f"flagged {counts['flagged_series']} series ({counts['flagged_slices']} slices); "
-        f"failed {counts['failures']} inputs; report: {outcome['report']}"
+        f"failed {counts['failures']} inputs; report: {report}"
     )
-    if counts["series"] == 0:
-        print("anogan score: error: nothing could be scored (see failures.csv)", file=sys.stderr)
+    # A shard may hold no series of its own; only the merged output can be judged empty.
+    if counts["series"] == 0 and not sharded:
+        print(f"{command}: error: nothing could be scored (see failures.csv)", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_PARTIAL if counts["failures"] else EXIT_OK
 
@@ -107,8 +145,12 @@ def report_main(argv: list[str]) -> int:
 def run_score(args: argparse.Namespace) -> dict[str, Any]:
     """Score the inputs named by `args` into `args.out`; returns counts and the report path.
 
+    With a shard (`--shard I/N`, or torchrun's RANK and WORLD_SIZE), only that shard's
+    items are scored, into `args.out`/shard-I-of-N.
+
     Raises:
-        AnoganError: no usable model, a missing input, an unwritable output folder.
+        AnoganError: no usable model, a missing input, an unwritable output folder, a
+            malformed shard or a shard without `--out`.
     """
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
@@ -118,10 +160,14 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     from anogan.report.build import build_report
     from anogan.scoring.calibrate import Calibration
     from anogan.scoring.series import SeriesScorer
+    from anogan.scoring.shard import ShardRecorder
 
     kind, input_path = _input_of(args)
     root = input_path if input_path.is_dir() else input_path.parent
+    shard = _shard_of(args)
     out_dir = Path(args.out) if args.out else _new_report_dir()
+    if shard is not None:
+        out_dir = out_dir / shard.folder_name
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     with ExitStack() as stack:
@@ -137,6 +183,8 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
         writer = OutputWriter(
             out_dir, root, calibration.heatmap_max, calibration.threshold, not args.no_dicom
         )
+        sink = writer if shard is None else ShardRecorder(writer, shard)
+        select = None if shard is None else sink.select
         with logging_redirect_tqdm(), tqdm(desc="Scoring", unit="slice", mininterval=1) as bar:
             scorer = SeriesScorer(
                 trained.model,
@@ -147,7 +195,8 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
                 compute=config.compute,
             )
             window = args.window or config.data.window
-            scorer.run(_read(input_path, kind, window, config.data.slice_axis, root), writer)
+            results = _read(input_path, kind, window, config.data.slice_axis, root, select)
+            scorer.run(results if shard is None else sink.results(results), sink)
         run = {
             "started": started,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -158,10 +207,12 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
             "window_size": config.data.patch_size,
             "grid_size": config.data.image_size,
         }
+        if shard is not None:
+            run["shard"] = sink.record()
         summary_path = writer.finish(run)
     report = build_report(out_dir)
     logger.info("Outputs in %s (summary %s)", out_dir, summary_path.name)
-    return {"counts": _counts(out_dir), "report": report}
+    return {"counts": _counts(out_dir), "report": report, "sharded": shard is not None}
 
 
 def _score_parser() -> argparse.ArgumentParser:
@@ -184,6 +235,13 @@ def _score_parser() -> argparse.ArgumentParser:
     parser.add_argument("--window", default=None, help="DICOM window preset (default: model's)")
     parser.add_argument("--batch-size", type=int, default=0, help="windows per forward pass")
     parser.add_argument("--no-dicom", action="store_true", help="write no Secondary Capture")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        default=None,
+        help="score only shard I of N (0-based) into OUT/shard-I-of-N, then run anogan merge "
+        "OUT; needs --out (default under torchrun: RANK/WORLD_SIZE)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -211,10 +269,42 @@ def _input_of(args: argparse.Namespace) -> tuple[str, Path]:
     return ("image" if kind == "images" else kind), path
 
 
-def _read(path: Path, kind: str, window: str | None, slice_axis: str, root: Path) -> Iterator:
+def _shard_of(args: argparse.Namespace) -> Any:
+    """The ShardSpec of `--shard`, else of a torchrun rank, else None."""
+    from anogan.scoring.shard import ShardError, ShardSpec
+
+    shard = ShardSpec.parse(args.shard) if args.shard else ShardSpec.from_environment(os.environ)
+    if shard is not None and not args.out:
+        raise ShardError(
+            f"shard {shard.index}/{shard.count}: no --out; every shard must write under the "
+            "same --out folder for anogan merge"
+        )
+    if shard is not None and not args.shard and "LOCAL_RANK" in os.environ:
+        _use_local_device(int(os.environ["LOCAL_RANK"]))
+    return shard
+
+
+def _use_local_device(local_rank: int) -> None:
+    """Under torchrun, put each rank on its own GPU of the node (a no-op without CUDA)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+
+
+def _read(
+    path: Path,
+    kind: str,
+    window: str | None,
+    slice_axis: str,
+    root: Path,
+    select: Callable[[str], bool] | None = None,
+) -> Iterator:
     from anogan.io import iter_series
 
-    yield from iter_series(path, kind, window=window, slice_axis=slice_axis, root=root)
+    yield from iter_series(
+        path, kind, window=window, slice_axis=slice_axis, root=root, select=select
+    )
 
 
 def _load_trained(model: str | None, stack: ExitStack) -> tuple[Any, str]:

@@ -82,6 +82,22 @@ def read_summary(out_dir: str | Path) -> dict[str, Any]:
     return summary
 
 
+def unique_name(series_id: str, taken: set[str]) -> str:
+    """The file name of a series' outputs: its sanitised id, numbered from -2 when taken.
+
+    Args:
+        series_id: the reader's series identifier.
+        taken: names given so far in this run; the new name is added to it.
+    """
+    stem = safe_filename(series_id, fallback="series")
+    name, number = stem, 1
+    while name in taken:
+        number += 1
+        name = f"{stem}-{number}"
+    taken.add(name)
+    return name
+
+
 def read_failures(out_dir: str | Path) -> list[dict[str, str]]:
     """The rows of failures.csv, empty when there is none."""
     path = Path(out_dir) / "failures.csv"
@@ -296,13 +312,7 @@ class OutputWriter:
         return path
 
     def _unique_name(self, series_id: str) -> str:
-        stem = safe_filename(series_id, fallback="series")
-        name, number = stem, 1
-        while name in self._names:
-            number += 1
-            name = f"{stem}-{number}"
-        self._names.add(name)
-        return name
+        return unique_name(series_id, self._names)
 
     def _inside(self, *parts: str) -> Path:
         path = self.out_dir.joinpath(*parts).resolve()

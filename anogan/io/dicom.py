@@ -25,7 +25,7 @@ import struct
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,6 +148,7 @@ def iter_dicom(
     window: str | None = None,
     root: Path | None = None,
     files: Sequence[Path] | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> Iterator[Series | ReadFailure]:
     """Every DICOM series in a folder tree (or one file), and every file that failed.
 
@@ -158,6 +159,9 @@ def iter_dicom(
         root: folder the sources are given relative to; default `path` for a folder, its
             parent for a file.
         files: the files to consider, when the caller has already walked the tree.
+        select: called with the source of each file whose header is unreadable, then with
+            the SeriesInstanceUID of each series, before the series is decoded; False skips
+            the file or the whole series. Every header is read whatever it returns.
 
     Yields:
         A Series per series found (pixels (S, H, W) float32 in modality units, CT in HU), a
@@ -182,13 +186,15 @@ def iter_dicom(
             header = _read_header(file, source, strict=False)
         except ImageReadError as error:
             logger.debug("%s: %s", error.source, error.reason)
-            yield ReadFailure(error.source, error.reason)
+            if select is None or select(error.source):
+                yield ReadFailure(error.source, error.reason)
             continue
         if header is not None:
             groups.setdefault(header.series_uid, []).append(header)
     logger.debug("%s: %d DICOM series in %d files", path, len(groups), len(files))
-    for headers in groups.values():
-        yield from _read_series(headers, window)
+    for series_uid, headers in groups.items():
+        if select is None or select(series_uid):
+            yield from _read_series(headers, window)
 
 
 def read_dicom_file(

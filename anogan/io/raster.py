@@ -9,7 +9,7 @@ pixel spacing, so spacing is (1.0, 1.0) and the affine is the DICOM default orie
 
 import csv
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +77,11 @@ def read_image(path: str | Path, root: str | Path | None = None) -> Series:
     )
 
 
-def iter_images(path: str | Path, root: Path | None = None) -> Iterator[Series | ReadFailure]:
+def iter_images(
+    path: str | Path,
+    root: Path | None = None,
+    select: Callable[[str], bool] | None = None,
+) -> Iterator[Series | ReadFailure]:
     """Every image of a file, a folder tree, or a manifest CSV (a `path` column).
 
     Args:
@@ -85,6 +89,7 @@ def iter_images(path: str | Path, root: Path | None = None) -> Iterator[Series |
             whose `path` column names images relative to the CSV's folder.
         root: folder sources are given relative to; default the folder itself (for a folder),
             the CSV's folder (for a manifest) or the file's folder.
+        select: called with each image's source before it is read; False skips the image.
 
     Yields:
         One Series per readable image, a ReadFailure for each that is not.
@@ -103,6 +108,8 @@ def iter_images(path: str | Path, root: Path | None = None) -> Iterator[Series |
         base = root if root is not None else path.parent
         files = [path]
     for file in files:
+        if select is not None and not select(relative_source(file, base)):
+            continue
         try:
             yield read_image(file, base)
         except ImageReadError as error:

@@ -7,7 +7,7 @@ and .csv manifests images; anything else DICOM, whatever its name).
 """
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +15,7 @@ from anogan.errors import ImageReadError
 from anogan.io.dicom import iter_dicom
 from anogan.io.nifti import iter_nifti, plane_name
 from anogan.io.raster import IMAGE_SUFFIXES, iter_images
-from anogan.io.series import ReadFailure, Series
+from anogan.io.series import ReadFailure, Series, relative_source
 from anogan.io.windows import preset_window
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def iter_series(
     window: str | None = None,
     slice_axis: str = "axial",
     root: Path | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> Iterator[Series | ReadFailure]:
     """Read everything under `path`, one Series at a time.
 
@@ -44,6 +45,10 @@ def iter_series(
         slice_axis: NIfTI slicing plane after reorientation to RAS+: axial, coronal, sagittal.
         root: folder that Series.sources and ReadFailure.source are relative to; default
             `path` for a folder, its parent for a file.
+        select: called once per item, in reading order and before the item is decoded, with
+            its key: the source of an image or NIfTI file, the SeriesInstanceUID of a DICOM
+            series, the source of a DICOM file whose header is unreadable. Items for which it
+            returns False are skipped (see `anogan.scoring.shard`); None reads everything.
 
     Yields:
         For DICOM one Series per series found; for NIfTI one per volume (a 4D file gives one
@@ -63,33 +68,41 @@ def iter_series(
     base = Path(root) if root is not None else (path if path.is_dir() else path.parent)
 
     if kind in ("image", "images"):
-        yield from iter_images(path, base)
+        yield from iter_images(path, base, select=select)
     elif kind == "dicom":
-        yield from iter_dicom(path, window, base)
+        yield from iter_dicom(path, window, base, select=select)
     elif kind == "nifti":
         files = _files_under(path) if path.is_dir() else [path]
         yield from _nifti_results(
-            [file for file in files if _is_nifti(file) or path.is_file()], slice_axis, base
+            [file for file in files if _is_nifti(file) or path.is_file()], slice_axis, base, select
         )
     elif path.is_file():
-        yield from _read_file(path, window, slice_axis, base)
+        yield from _read_file(path, window, slice_axis, base, select)
     else:
-        yield from _read_folder(path, window, slice_axis, base)
+        yield from _read_folder(path, window, slice_axis, base, select)
 
 
 def _read_file(
-    path: Path, window: str | None, slice_axis: str, base: Path
+    path: Path,
+    window: str | None,
+    slice_axis: str,
+    base: Path,
+    select: Callable[[str], bool] | None,
 ) -> Iterator[Series | ReadFailure]:
     if _is_nifti(path):
-        yield from _nifti_results([path], slice_axis, base)
+        yield from _nifti_results([path], slice_axis, base, select)
     elif path.name.lower().endswith((*IMAGE_SUFFIXES, MANIFEST_SUFFIX)):
-        yield from iter_images(path, base)
+        yield from iter_images(path, base, select=select)
     else:
-        yield from iter_dicom(path, window, base)
+        yield from iter_dicom(path, window, base, select=select)
 
 
 def _read_folder(
-    path: Path, window: str | None, slice_axis: str, base: Path
+    path: Path,
+    window: str | None,
+    slice_axis: str,
+    base: Path,
+    select: Callable[[str], bool] | None,
 ) -> Iterator[Series | ReadFailure]:
     files = _files_under(path)
     images = [file for file in files if file.name.lower().endswith(IMAGE_SUFFIXES)]
@@ -103,16 +116,18 @@ def _read_folder(
         len(others),
     )
     for image in images:
-        yield from iter_images(image, base)
-    yield from _nifti_results(volumes, slice_axis, base)
+        yield from iter_images(image, base, select=select)
+    yield from _nifti_results(volumes, slice_axis, base, select)
     if others:
-        yield from iter_dicom(path, window, base, files=others)
+        yield from iter_dicom(path, window, base, files=others, select=select)
 
 
 def _nifti_results(
-    files: list[Path], slice_axis: str, base: Path
+    files: list[Path], slice_axis: str, base: Path, select: Callable[[str], bool] | None
 ) -> Iterator[Series | ReadFailure]:
     for file in files:
+        if select is not None and not select(relative_source(file, base)):
+            continue
         try:
             yield from iter_nifti(file, slice_axis, base)
         except ImageReadError as error:

@@ -149,6 +149,16 @@ class WindowStream:
         window_images = torch.stack([item.image[:, rows, cols] for item, (rows, cols) in chunk])
         window_masks = torch.stack([item.mask[:, rows, cols] for item, (rows, cols) in chunk])
         # window_images, window_masks: (B, 1, P, P)
+        # NOTE: kernels are chosen by batch size, so a window's score changes in its last bits
+        # with the size of its batch (never with its neighbours in a batch of a given size).
+        # The last, partial batch is padded with copies of its last window, so that a slice
+        # scores the same whatever else is scored with it: a shard, the whole archive, alone.
+        padding = self.config.batch_size - count
+        if padding:
+            window_images = torch.cat(
+                [window_images, window_images[-1:].expand(padding, -1, -1, -1)]
+            )
+            window_masks = torch.cat([window_masks, window_masks[-1:].expand(padding, -1, -1, -1)])
         output = self.model.anomaly(
             self.compute.images(window_images),
             self.config.kappa,
