@@ -38,6 +38,7 @@ EXIT_PARTIAL = 3  # some inputs failed, the rest were scored
 LATEST_MODEL = Path("runs") / "latest"  # written by `make train-healthy` (train.output_dir)
 REPORTS_DIR = Path("reports")
 MODEL_URI_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+RUN_OUTPUTS = ("scores.csv", "failures.csv", "summary.json", "maps", "report")  # of one run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +169,7 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     out_dir = Path(args.out) if args.out else _new_report_dir()
     if shard is not None:
         out_dir = out_dir / shard.folder_name
+    _check_fresh(out_dir)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     with ExitStack() as stack:
@@ -213,6 +215,18 @@ def run_score(args: argparse.Namespace) -> dict[str, Any]:
     report = build_report(out_dir)
     logger.info("Outputs in %s (summary %s)", out_dir, summary_path.name)
     return {"counts": _counts(out_dir), "report": report, "sharded": shard is not None}
+
+
+def _check_fresh(out_dir: Path) -> None:
+    """Refuse an output folder that already holds a scoring run: its files would mix."""
+    from anogan.errors import DataError
+
+    earlier = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    if earlier:
+        raise DataError(
+            f"--out {out_dir} already holds the outputs of a scoring run ({', '.join(earlier)}); "
+            "pass a new --out or remove that folder"
+        )
 
 
 def _score_parser() -> argparse.ArgumentParser:

@@ -146,3 +146,16 @@ def test_report_shows_slices_of_flagged_and_top_series_only(
     # One image series a file: only the flagged lesion image keeps its slice panels.
     assert html.count('alt="heatmap overlay"') == 1
     assert html.count("Slice images are shown for flagged series") == 3
+
+
+def test_an_output_folder_of_an_earlier_run_is_refused(model_dir, image_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    arguments = ["score", "--images", str(image_folder), "--model", str(model_dir)]
+    assert main([*arguments, "--out", str(out)]) == 3  # the folder holds one corrupt file
+    written = sorted(path.name for path in out.iterdir())
+    capsys.readouterr()
+
+    assert main([*arguments, "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and str(out) in error[0] and "already holds" in error[0]
+    assert sorted(path.name for path in out.iterdir()) == written
