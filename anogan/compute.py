@@ -2,8 +2,8 @@
 
 One small module so that training, scoring and the benchmarks make the same choices. What each
 option buys on the machine at hand is printed by `make bench`; on the 2-core AMD EPYC CPUs of
-the development machines bf16 autocast with channels-last tensors is the fast combination (the
-CPU has AVX512-BF16), on GPUs bf16 autocast.
+the development machines (AVX512-BF16) bf16 autocast with channels-last tensors is the fast
+combination. No GPU figures have been measured yet.
 """
 
 import contextlib
