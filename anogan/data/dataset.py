@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from anogan.config import DataConfig
-from anogan.data.preprocess import AIR_VALUE, prepare_slices, to_model_grid
+from anogan.data.lesions import LesionKind, insert_lesion
+from anogan.data.preprocess import AIR_VALUE, foreground_mask, prepare_slices, to_model_grid
 from anogan.data.sources import DataItem
 from anogan.errors import AnoganError, DataError, ImageReadError
 from anogan.io.raster import read_image
@@ -42,6 +43,7 @@ class SliceSet:
         lesion_masks: (N, 1, H, W) in {0, 1} where the data has masks, else None; slices of
             items without a mask are all zero and listed in `has_lesion_mask` as False.
         has_lesion_mask: (N,) bool.
+        item_index: (N,) int64, the position in the list of items read of each slice's item.
         failures: (source, reason) of every item that could not be read.
     """
 
@@ -53,6 +55,7 @@ class SliceSet:
     raw_statistics: dict[str, np.ndarray]
     lesion_masks: torch.Tensor | None
     has_lesion_mask: torch.Tensor
+    item_index: np.ndarray
     failures: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -82,10 +85,12 @@ def load_slices(
     items = list(items)[:limit] if limit else list(items)
     parts: list[dict] = []
     failures: list[tuple[str, str]] = []
-    for item in tqdm(items, desc=f"Reading {description}", unit="file", mininterval=2):
+    for index, item in enumerate(
+        tqdm(items, desc=f"Reading {description}", unit="file", mininterval=2)
+    ):
         try:
-            for series in _read_item(item, config):
-                parts.append(_prepare(series, item, config, drop_empty))
+            for series in read_item(item, config):
+                parts.append({**_prepare(series, item, config, drop_empty), "item": index})
         except AnoganError as error:
             failures.append((str(item.path), str(error)))
             logger.warning("Skipped %s: %s", item.path, error)
@@ -95,7 +100,8 @@ def load_slices(
     return _stack(parts, failures)
 
 
-def _read_item(item: DataItem, config: DataConfig) -> Iterator[Series]:
+def read_item(item: DataItem, config: DataConfig) -> Iterator[Series]:
+    """The series of one item, read through `anogan.io`; a failed file raises."""
     if item.kind == "image":
         yield read_image(item.path)
         return
@@ -137,6 +143,94 @@ def _prepare(series: Series, item: DataItem, config: DataConfig, drop_empty: boo
     }
 
 
+def load_lesioned_slices(
+    items: Sequence[DataItem],
+    config: DataConfig,
+    kinds: Sequence[LesionKind],
+    radii: Sequence[float],
+    seed: int,
+    description: str = "lesioned slices",
+) -> SliceSet:
+    """Healthy items with synthetic lesions of known masks, for localisation figures.
+
+    Each slice of each item is copied once per (kind, radius) and one lesion is inserted into
+    the copy on the input's own grid, before resampling and normalisation, so that the lesion
+    goes through the same preparation as a real one would. The copies are labelled 1 with
+    subtype `kind-radius`, and their lesion masks are put on the model grid.
+
+    Args:
+        items: healthy inputs the model never trained on.
+        config: model grid and normalisation.
+        kinds: lesion kinds of `anogan.data.lesions`.
+        radii: lesion radii as fractions of a slice's longer side.
+        seed: fixes every lesion's place, shape and texture.
+        description: names the set in the progress bar and errors.
+
+    Raises:
+        DataError: not a single slice could be read.
+    """
+    rng = np.random.default_rng(seed)
+    parts: list[dict] = []
+    failures: list[tuple[str, str]] = []
+    for index, item in enumerate(
+        tqdm(items, desc=f"Reading {description}", unit="file", mininterval=2)
+    ):
+        try:
+            for series in read_item(item, config):
+                for kind in kinds:
+                    for radius in radii:
+                        part = _lesioned(series, item, config, kind, radius, rng)
+                        parts.append({**part, "item": index})
+        except AnoganError as error:
+            failures.append((str(item.path), str(error)))
+            logger.warning("Skipped %s: %s", item.path, error)
+    parts = [part for part in parts if part["images"].shape[0] > 0]
+    if not parts:
+        raise DataError(f"{description}: none of {len(items)} inputs gave a usable slice")
+    return _stack(parts, failures)
+
+
+def _lesioned(
+    series: Series,
+    item: DataItem,
+    config: DataConfig,
+    kind: LesionKind,
+    radius: float,
+    rng: np.random.Generator,
+) -> dict:
+    pixels = np.array(series.pixels, dtype=np.float32)  # (S, H, W), a copy
+    if series.window is not None:
+        pixels = np.clip(pixels, *series.window)
+    lesion_masks = np.zeros(pixels.shape, dtype=np.float32)
+    keep = []
+    for index, image in enumerate(pixels):
+        foreground = foreground_mask(image, config.foreground_threshold)
+        keep.append(bool(foreground.mean() >= MIN_FOREGROUND_FRACTION))
+        if not keep[-1]:
+            continue
+        size = radius * max(image.shape)
+        pixels[index], lesion = insert_lesion(image, foreground, kind, size, rng)
+        lesion_masks[index] = lesion
+    keep_array = np.array(keep)
+    prepared = prepare_slices(pixels[keep_array], series.spacing, config)
+    grid, _ = to_model_grid(
+        lesion_masks[keep_array], series.spacing, config.image_size, config.patch_size
+    )
+    count = int(keep_array.sum())
+    subtype = f"{kind}-{radius:g}"
+    return {
+        "images": prepared.images,
+        "masks": prepared.masks,
+        "lesion": torch.from_numpy(grid > 0.5).float()[:, None] * prepared.masks,
+        "labels": [1] * count,
+        "subtypes": [subtype] * count,
+        "sources": [
+            f"{series.sources[index]}#{index}-{subtype}" for index in np.flatnonzero(keep_array)
+        ],
+        "raw": _raw_statistics(pixels[keep_array]),
+    }
+
+
 def _raw_statistics(pixels: np.ndarray) -> dict[str, np.ndarray]:
     flat = pixels.reshape(pixels.shape[0], -1).astype(np.float64)  # (S, H*W)
     return {
@@ -173,6 +267,9 @@ def _stack(parts: list[dict], failures: list[tuple[str, str]]) -> SliceSet:
         raw_statistics=raw,
         lesion_masks=torch.cat(lesions) if any_lesion else None,
         has_lesion_mask=torch.cat(has_lesion),
+        item_index=np.concatenate(
+            [np.full(part["images"].shape[0], part["item"], dtype=np.int64) for part in parts]
+        ),
         failures=failures,
     )
 

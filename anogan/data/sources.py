@@ -29,6 +29,7 @@ Role = Literal["train", "validation"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 VALIDATION_ROLES = ("dev_val", "val", "validation", "calibration")
+TEST_ROLES = ("test", "holdout")  # left out of training runs, taken by `anogan evaluate`
 ANOMALY_FOLDERS = ("tumor", "tumour", "lesion", "anomaly", "abnormal")
 
 
@@ -101,7 +102,54 @@ def resolve_data(
     return dataset
 
 
-def _from_manifest(manifest: Path, kind: DataKind) -> DataSet:
+def resolve_evaluation_data(data: str | Path, kind: DataKind = "auto") -> DataSet:
+    """List the labelled inputs of `data` for `anogan evaluate`; every item has role validation.
+
+    Accepted layouts: a manifest CSV (or a folder holding `manifest.csv`), whose rows of every
+    role but `train` and `ignore` are taken (dev_val, val, validation, calibration, test,
+    holdout); a folder laid out like the brain tumour set, whose `dev_val/` is taken; or a
+    folder with `healthy/` beside anomaly folders (`tumor/`, `lesion/`, ...), where a
+    subfolder of an anomaly folder names the subtype (`tumor/glioma/x.png`).
+
+    Raises:
+        DataError: the path does not exist, is none of these layouts, or holds no inputs.
+    """
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder for evaluation data")
+    if path.is_file() and path.suffix.lower() == ".csv":
+        dataset = _from_manifest(path, kind, evaluation=True)
+    elif path.is_dir() and (path / "manifest.csv").is_file() and kind in ("auto", "images"):
+        dataset = _from_manifest(path / "manifest.csv", kind, evaluation=True)
+    elif path.is_dir() and (path / "dev_val" / "healthy").is_dir():
+        dataset = _from_split_folders(path, kind)
+    elif path.is_dir() and (path / "healthy").is_dir():
+        dataset = _from_labelled_folders(path, kind)
+    else:
+        raise DataError(
+            f"{path}: not a labelled set; give a manifest CSV (path,label,role), or a folder "
+            "with healthy/ beside tumor/ or lesion/ (or dev_val/healthy/)"
+        )
+    items = tuple(item for item in dataset.items if item.role == "validation")
+    if not items:
+        raise DataError(f"{path}: no evaluation inputs found ({dataset.description})")
+    return DataSet(dataset.root, items, dataset.description)
+
+
+def _from_labelled_folders(root: Path, kind: DataKind) -> DataSet:
+    items = [
+        DataItem(path, 0, "validation", item_kind, "healthy")
+        for path, item_kind in _inputs_in(root / "healthy", kind)
+    ]
+    for folder in ANOMALY_FOLDERS:
+        for path, item_kind in _inputs_in(root / folder, kind):
+            inner = path.relative_to(root / folder).parts
+            subtype = inner[0] if len(inner) > 1 else folder
+            items.append(DataItem(path, 1, "validation", item_kind, subtype))
+    return _described(root, items, f"labelled folders in {root}")
+
+
+def _from_manifest(manifest: Path, kind: DataKind, evaluation: bool = False) -> DataSet:
     root = manifest.parent
     with open(manifest, newline="") as handle:
         reader = csv.DictReader(handle)
@@ -113,7 +161,7 @@ def _from_manifest(manifest: Path, kind: DataKind) -> DataSet:
         rows = list(reader)
     items = []
     for line, row in enumerate(rows, start=2):
-        role = _manifest_role(manifest, line, row["role"])
+        role = _manifest_role(manifest, line, row["role"], evaluation)
         if role is None:
             continue
         try:
@@ -129,13 +177,13 @@ def _from_manifest(manifest: Path, kind: DataKind) -> DataSet:
     return _described(root, items, f"manifest {manifest}")
 
 
-def _manifest_role(manifest: Path, line: int, role: str) -> Role | None:
+def _manifest_role(manifest: Path, line: int, role: str, evaluation: bool) -> Role | None:
     role = role.strip().lower()
     if role == "train":
         return "train"
-    if role in VALIDATION_ROLES:
+    if role in VALIDATION_ROLES or (evaluation and role in TEST_ROLES):
         return "validation"
-    if role in ("test", "holdout", "ignore", ""):
+    if role in (*TEST_ROLES, "ignore", ""):
         return None
     raise DataError(f"{manifest}, line {line}: role {role!r} is not train, dev_val or test")
 
