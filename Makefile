@@ -6,14 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.anogan-installed
 CONFIG ?= configs/demo.yaml
 DATA ?=
+QUALITY_DATA ?= ../shared/data/brain-tumor-mri-128
 SET ?=
 
-.PHONY: help install train-healthy test lint format bench clean
+.PHONY: help install train-healthy test lint format bench bench-quality clean
 
 help:
 	@echo "make train-healthy [DATA=path] [CONFIG=configs/brain-mri.yaml]  train, calibrate, evaluate"
 	@echo "make test        lint and the fast test suite"
 	@echo "make bench       throughput figures (printed, not asserted)"
+	@echo "make bench-quality [QUALITY_DATA=path]  detection quality on real brain MRI (about 75 min)"
 
 install: $(STAMP)
 
@@ -39,6 +41,9 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m pipelines.benchmark throughput
+
+bench-quality: $(STAMP)
+	$(PY) -m pipelines.benchmark quality --data "$(QUALITY_DATA)" --config configs/brain-mri.yaml $(SET)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
