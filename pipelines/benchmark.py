@@ -15,6 +15,7 @@ Figures are printed, never asserted. Then the readers' and the scorer's own benc
 where they exist (`pipelines.bench_io`, `pipelines.bench_score`).
 
     python -m pipelines.benchmark throughput [--widths demo paper] [--rounds 3]
+    python -m pipelines.benchmark quality --data DIR [...]  (see pipelines.bench_quality)
 """
 
 import argparse
@@ -259,6 +260,11 @@ def other_benchmarks() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["quality"]:
+        from pipelines.bench_quality import main as quality_main
+
+        return quality_main(argv[1:])
     parser = argparse.ArgumentParser(prog="benchmark", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     speed = commands.add_parser("throughput", help="training and scoring throughput")
