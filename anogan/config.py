@@ -122,6 +122,10 @@ class ScoringConfig:
         target_fpr: false-positive rate on healthy validation images at the alarm threshold.
         batch_size: windows per forward pass.
         masked: compute residuals only inside the foreground mask.
+        map_sigma: standard deviation, in model-grid pixels, of the Gaussian that smooths
+            pixel anomaly maps inside the foreground (0: raw |x - G(E(x))|). Lesions are
+            blobs while reconstruction error is speckled, so smoothing ranks lesion pixels
+            higher; slice scores do not change.
     """
 
     kappa: float = 1.0
@@ -131,6 +135,7 @@ class ScoringConfig:
     target_fpr: float = 0.05
     batch_size: int = 64
     masked: bool = True
+    map_sigma: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.data.utils import dense_patch_slices
 
 from anogan.compute import Compute
@@ -190,6 +191,8 @@ class WindowStream:
         pixel_map = item.maps / covered
         if self.config.masked:
             pixel_map = pixel_map * item.mask
+        if self.config.map_sigma > 0:
+            pixel_map = smooth_map(pixel_map, item.mask, self.config.map_sigma)
         score, image_residual, feature_residual = aggregate_windows(item.window_scores, self.config)
         return ScoredSlice(
             key=item.key,
@@ -203,6 +206,28 @@ class WindowStream:
             ),
             windows=len(item.window_scores),
         )
+
+
+def smooth_map(pixel_map: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian smoothing of a (1, H, W) map inside its (1, H, W) foreground.
+
+    Normalised convolution: the smoothed map is divided by the smoothed mask, so that pixels
+    near the edge of the foreground are not darkened by the air outside it.
+    """
+    radius = max(1, round(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    inside = (mask > 0).float()
+    stacked = torch.stack([pixel_map.float() * inside, inside])  # (2, 1, H, W)
+    stacked = F.conv2d(
+        F.pad(stacked, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1)
+    )
+    stacked = F.conv2d(
+        F.pad(stacked, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1)
+    )
+    smoothed = stacked[0] / stacked[1].clamp(min=1e-6)
+    return (smoothed * inside).to(pixel_map.dtype)
 
 
 def window_slices(

@@ -70,3 +70,19 @@ def test_channels_last_scoring_matches_and_stays_fp32_even_when_bf16_is_asked():
     fast = score_slices(model, images, masks, ScoringConfig(batch_size=4), compute)
     assert torch.allclose(fast.score, plain.score, rtol=1e-4)
     assert torch.allclose(fast.pixel_maps, plain.pixel_maps, atol=1e-5)
+
+
+def test_smoothed_maps_keep_mass_edges_and_zero_outside():
+    from anogan.scoring.scorer import smooth_map
+
+    spike = torch.zeros(1, 20, 20)
+    spike[0, 10, 10] = 1.0
+    smoothed = smooth_map(spike, torch.ones(1, 20, 20), 1.5)
+    assert smoothed.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert smoothed.max() == smoothed[0, 10, 10] and smoothed.max() < 0.2
+
+    mask = torch.zeros(1, 20, 20)
+    mask[:, 5:15, 5:15] = 1.0
+    flat = smooth_map(mask.clone(), mask, 2.0)  # a constant map inside the mask stays so
+    assert torch.allclose(flat[mask > 0], torch.ones(100), atol=1e-5)
+    assert flat[mask == 0].abs().max() == 0
