@@ -6,6 +6,11 @@ the trivial baselines -> model file, logged to MLflow as `runs:/<run id>/model`.
 
     python -m pipelines.train_healthy [--config configs/demo.yaml] [--data PATH] [--set k=v]
     python -m pipelines.train_healthy --resume [RUN_DIR]
+    torchrun --nproc-per-node N -m pipelines.train_healthy ...   # the same, on N processes
+
+Under torchrun both training stages run on every rank with DistributedDataParallel (see
+`anogan.distributed`); rank 0 alone creates the run folder, writes run.json, checkpoints,
+grids and the model, logs to MLflow, and scores, calibrates and evaluates at the end.
 """
 
 import argparse
@@ -20,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from anogan import distributed
 from anogan.compute import Compute
 from anogan.config import Config, config_to_dict, flatten_config, load_config, save_config
 from anogan.data.dataset import SliceSet, load_slices
@@ -66,18 +72,44 @@ def run_training(
     resume_dir: Path | None = None,
     track: bool = True,
 ) -> TrainingSummary:
-    """Train, calibrate, evaluate and save one model; see the module docstring."""
+    """Train, calibrate, evaluate and save one model; see the module docstring.
+
+    Under torchrun this joins the process group first and leaves it at the end; every rank
+    returns the summary, only rank 0's carries metrics.
+    """
+    compute = Compute(config.compute)
+    ranks = distributed.setup(compute.device)
+    if ranks.enabled and compute.device.type == "cuda":
+        compute.device = torch.device("cuda", ranks.local_rank)
+    try:
+        return _run_ranked(config, data, kind, resume_dir, track, compute)
+    finally:
+        distributed.cleanup()
+
+
+def _run_ranked(
+    config: Config,
+    data: str | None,
+    kind: str,
+    resume_dir: Path | None,
+    track: bool,
+    compute: Compute,
+) -> TrainingSummary:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    run_dir = resume_dir or _new_run_dir(Path(config.output_dir))
-    state = _read_state(run_dir)
+    main = distributed.is_main()
+    run_dir = distributed.broadcast_object(
+        (resume_dir or _new_run_dir(Path(config.output_dir))) if main else None
+    )
+    state = distributed.broadcast_object(_read_state(run_dir) if main else None)
     data, kind = data or state.get("data"), state.get("kind", kind)
     dataset = _dataset(config, data, kind)
     state.update({"data": str(dataset.root) if data else None, "kind": kind})
-    save_config(config, run_dir / "config.yaml")
 
     recorder: RunRecorder = LocalRecorder()
-    if track:
+    if main:
+        save_config(config, run_dir / "config.yaml")
+    if track and main:
         from anogan.tracking import MlflowRecorder  # mlflow only loads when tracking
 
         recorder = MlflowRecorder(config.tracking, run_dir.name, state.get("run_id"))
@@ -90,18 +122,23 @@ def run_training(
     _write_state(run_dir, state)
 
     try:
-        summary = _stages(config, dataset, run_dir, state, recorder)
+        summary = _stages(config, dataset, run_dir, state, recorder, compute)
     except BaseException:
-        if track:
+        if track and main:
             recorder.finish("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
         raise
-    if track:
+    if track and main:
         recorder.finish()
     return summary
 
 
 def _stages(
-    config: Config, dataset: DataSet, run_dir: Path, state: dict, recorder: RunRecorder
+    config: Config,
+    dataset: DataSet,
+    run_dir: Path,
+    state: dict,
+    recorder: RunRecorder,
+    compute: Compute,
 ) -> TrainingSummary:
     limit = config.data.max_images
     train = load_slices(dataset.train, config.data, "training slices", drop_empty=True, limit=limit)
@@ -114,8 +151,8 @@ def _stages(
     )
     sampler = PatchSampler(train.images, train.masks, config.data.patch_size, config.seed)
     model = FAnoGAN(config.model, config.data.patch_size)
-    compute = Compute(config.compute)
-    logger.info("Training on %s", compute.describe())
+    world = distributed.world_size()
+    logger.info("Training on %s%s", compute.describe(), f" x {world} ranks" if world > 1 else "")
     extra = {"config": config_to_dict(config)}
     resuming = "started" in state
 
@@ -149,6 +186,8 @@ def _stages(
         encoder_result.minutes,
         encoder_result.final_loss,
     )
+    if not distributed.is_main():
+        return TrainingSummary(run_dir, run_dir / "model" / MODEL_FILE, state.get("run_id"), {})
     return _evaluate_and_save(config, model, dataset, validation, run_dir, state, recorder)
 
 
@@ -228,8 +267,21 @@ def _metrics(
 
 def _dataset(config: Config, data: str | None, kind: str) -> DataSet:
     if data is None:
-        data = str(build_demo(Path(config.output_dir) / "demo-data"))
+        data = str(_build_demo_once(Path(config.output_dir) / "demo-data"))
     return resolve_data(data, kind, config.data.validation_fraction, config.seed)
+
+
+def _build_demo_once(root: Path) -> Path:
+    """The demo set, built by rank 0, then by the first rank of any node that does not share
+    rank 0's disk, before the other ranks read it (a plain run just builds it)."""
+    ranks = distributed.ranks_from_environment()
+    if ranks.rank == 0:
+        build_demo(root)
+    distributed.barrier()
+    if ranks.rank != 0 and ranks.local_rank == 0:
+        build_demo(root)  # finds rank 0's set where the disk is shared
+    distributed.barrier()
+    return root
 
 
 def _new_run_dir(output_dir: Path) -> Path:
@@ -248,7 +300,8 @@ def _read_state(run_dir: Path) -> dict:
 
 
 def _write_state(run_dir: Path, state: dict) -> None:
-    (run_dir / RUN_STATE).write_text(json.dumps(state, indent=2))
+    if distributed.is_main():
+        (run_dir / RUN_STATE).write_text(json.dumps(state, indent=2))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -267,13 +320,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry; returns the process exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    # Under torchrun the other ranks say only what goes wrong; rank 0 tells the story.
+    first = distributed.ranks_from_environment().rank == 0
+    level = logging.INFO if first else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s")
     try:
         summary = _run_from_args(args)
     except AnoganError as error:
         print(f"anogan train: error: {error}", file=sys.stderr)
         return 2
-    _print_summary(summary)
+    if first:
+        _print_summary(summary)
     return 0
 
 

@@ -6,6 +6,11 @@ and critic frozen, minimise
     L(x) = mean((x - G(E(x)))^2) + kappa * mean((f(x) - f(G(E(x))))^2)
 
 over healthy windows x, f the critic's last feature map, with RMSProp.
+
+Under torchrun (see `anogan.distributed`) the loss is computed by an `IzifObjective` wrapped
+in DistributedDataParallel, which averages the encoder's gradients over the ranks;
+`batch_size` is the global batch. The frozen generator runs in eval mode, so its batch norm
+needs no communication. Rank 0 alone writes grids and checkpoints.
 """
 
 import logging
@@ -15,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
+from torch import nn
 
+from anogan import distributed
 from anogan.compute import Compute
 from anogan.config import ComputeConfig, EncoderConfig
 from anogan.data.patches import PatchSampler
@@ -27,7 +33,7 @@ from anogan.training.checkpoint import (
     restore_random_state,
     save_checkpoint,
 )
-from anogan.training.monitor import RunRecorder, save_grid
+from anogan.training.monitor import RunRecorder, progress_bar, save_grid
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +70,24 @@ def izif_loss(
     return output.score.mean(), output.image_residual.mean(), output.feature_residual.mean()
 
 
+class IzifObjective(nn.Module):
+    """The izi_f loss as a module, so that DistributedDataParallel can wrap the encoder's part.
+
+    Args:
+        model: the triple; only the parameters that require gradients (the encoder's, once the
+            generator and critic are frozen) are trained through it.
+        kappa: weight of the feature residual.
+    """
+
+    def __init__(self, model: FAnoGAN, kappa: float) -> None:
+        super().__init__()
+        self.model, self.kappa = model, kappa
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Args: images: (B, 1, H, W) in [-1, 1]. Returns: (loss, image_mse, feature_mse)."""
+        return izif_loss(self.model, images, self.kappa)
+
+
 class EncoderTrainer:
     """Trains `model.encoder` against the frozen generator and critic.
 
@@ -93,13 +117,15 @@ class EncoderTrainer:
     ) -> None:
         self.model, self.sampler, self.config = model, sampler, config
         self.compute = compute or Compute(ComputeConfig(device="cpu"))
-        self.compute.module(model)
+        self.compute.module(model, compiled=(model.generator, model.encoder, model.critic.trunk))
         self.run_dir, self.recorder, self.extra = Path(run_dir), recorder, extra
         self.optimiser = torch.optim.RMSprop(model.encoder.parameters(), lr=config.lr)
+        self.local_batch = distributed.local_batch(config.batch_size, "encoder.batch_size")
+        self.batches = distributed.ShardedSampler(sampler)
         self.step = 0
         self.minutes_before = 0.0
         self._started: float | None = None
-        self.grid_images = sampler.sample(GRID_SAMPLES)
+        self.grid_images = sampler.sample(GRID_SAMPLES)  # drawn by every rank, shown by rank 0
 
     @property
     def last_path(self) -> Path:
@@ -111,34 +137,40 @@ class EncoderTrainer:
         Args:
             sample_every: steps between grids of windows and their reconstructions.
         """
-        config, model = self.config, self.model
+        config, model, main = self.config, self.model, distributed.is_main()
         model.generator.eval().requires_grad_(False)
         model.critic.eval().requires_grad_(False)
+        objective = distributed.data_parallel(
+            IzifObjective(model, config.kappa), self.compute.device
+        )
         self._started = time.monotonic()
         stopped_by_time, loss = False, torch.tensor(float("nan"))
-        progress = tqdm(
-            total=config.iterations, initial=self.step, desc="izi_f", unit="it", mininterval=2
-        )
+        progress = progress_bar(config.iterations, self.step, "izi_f")
         while self.step < config.iterations:
             model.encoder.train()
-            images = self.compute.images(self.sampler.sample(config.batch_size))
+            images = self.compute.images(self.batches.sample(config.batch_size))
             with self.compute.autocast():
-                loss, image_mse, feature_mse = izif_loss(model, images, config.kappa)
+                loss, image_mse, feature_mse = objective(images)
             self.optimiser.zero_grad(set_to_none=True)
             loss.backward()
             self.optimiser.step()
             self.step += 1
             progress.update(1)
             if self.step % LOG_EVERY == 0 or self.step == config.iterations:
-                metrics = {
-                    "encoder/loss": loss.item(),
-                    "encoder/image_mse": image_mse.item(),
-                    "encoder/feature_mse": feature_mse.item(),
-                }
-                self.recorder.log_metrics(metrics, self.step)
-                progress.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                metrics = distributed.mean_over_ranks(
+                    {
+                        "encoder/loss": loss.item(),
+                        "encoder/image_mse": image_mse.item(),
+                        "encoder/feature_mse": feature_mse.item(),
+                    }
+                )
+                if main:
+                    self.recorder.log_metrics(metrics, self.step)
+                progress.set_postfix(loss=f"{metrics['encoder/loss']:.4f}", refresh=False)
             self._milestones(sample_every)
-            if config.max_minutes and self._minutes() >= config.max_minutes:
+            if config.max_minutes and distributed.broadcast_flag(
+                self._minutes() >= config.max_minutes
+            ):
                 stopped_by_time = True
                 logger.info("izi_f stopped by its %.1f minute budget", config.max_minutes)
                 break
@@ -146,9 +178,11 @@ class EncoderTrainer:
 
         self._save_grid()
         self._save()
+        distributed.barrier()
         model.generator.requires_grad_(True)
         model.critic.requires_grad_(True)
-        return EncoderResult(self.step, float(loss.item()), self._minutes(), stopped_by_time)
+        final_loss = distributed.mean_over_ranks({"loss": float(loss.item())})["loss"]
+        return EncoderResult(self.step, final_loss, self._minutes(), stopped_by_time)
 
     def resume(self, path: Path | None = None) -> None:
         """Restore encoder, optimiser, step and random state from a checkpoint."""
@@ -168,6 +202,8 @@ class EncoderTrainer:
 
     @torch.no_grad()
     def _save_grid(self) -> None:
+        if not distributed.is_main():
+            return
         self.model.encoder.eval()
         with self.compute.autocast():
             reconstruction = self.model.reconstruct(self.compute.images(self.grid_images))
@@ -178,6 +214,8 @@ class EncoderTrainer:
         self.recorder.log_artifact(path, "samples")
 
     def _save(self) -> None:
+        if not distributed.is_main():
+            return
         state = {
             "encoder": self.model.encoder.state_dict(),
             "optimiser": self.optimiser.state_dict(),

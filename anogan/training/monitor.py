@@ -16,6 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
+
+from anogan import distributed
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +100,18 @@ def sliced_wasserstein(
         projected_fake = (flat_fake @ directions).sort(dim=0).values
         distances.append((projected_real - projected_fake).abs().mean().item())
     return float(np.mean(distances)) * SWD_SCALE_FACTOR
+
+
+def progress_bar(total: int, initial: int, description: str) -> tqdm:
+    """A progress bar of training steps, shown by rank 0 only."""
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=description,
+        unit="it",
+        mininterval=2,
+        disable=not distributed.is_main(),
+    )
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int = 8) -> Path:

@@ -6,6 +6,11 @@ generated ones, Adam with betas (0, 0.9). Optionally DiffAugment on everything t
 Every `sample_every` steps a grid from a fixed latent batch is saved; every `quality_every` steps
 the sliced Wasserstein distance picks the best generator; every `checkpoint_every` steps the
 whole state is written, so `--resume` loses at most one interval.
+
+Under torchrun (see `anogan.distributed`) generator and critic are wrapped in
+DistributedDataParallel, the generator's batch norm takes global statistics, `batch_size` is
+the global batch and each rank computes its part of it; rank 0 alone writes grids,
+checkpoints and SWD figures and decides when the time budget is spent.
 """
 
 import copy
@@ -17,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
+from anogan import distributed
 from anogan.compute import Compute
 from anogan.config import ComputeConfig, WGANConfig
 from anogan.data.patches import PatchSampler
@@ -30,7 +35,13 @@ from anogan.training.checkpoint import (
     restore_random_state,
     save_checkpoint,
 )
-from anogan.training.monitor import BestTracker, RunRecorder, save_grid, sliced_wasserstein
+from anogan.training.monitor import (
+    BestTracker,
+    RunRecorder,
+    progress_bar,
+    save_grid,
+    sliced_wasserstein,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +62,10 @@ class WGANResult:
 
 
 def gradient_penalty(
-    critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    alpha: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of (||grad_x critic(x)||_2 - 1)^2 at random points between real and fake.
 
@@ -59,15 +73,33 @@ def gradient_penalty(
         critic: images (B, 1, H, W) -> scores (B,).
         real: (B, 1, H, W).
         fake: (B, 1, H, W), detached from the generator.
+        alpha: (B, 1, 1, 1) in [0, 1], the weights of `real`; default: drawn uniformly.
 
     Returns:
         A scalar tensor that carries gradients to the critic's parameters.
     """
-    batch = real.shape[0]
-    alpha = torch.rand(batch, 1, 1, 1, device=real.device, dtype=real.dtype)
+    mixed = interpolate(real, fake, alpha)
+    return penalty_at(critic(mixed), mixed)
+
+
+def interpolate(
+    real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor | None = None
+) -> torch.Tensor:
+    """alpha * real + (1 - alpha) * fake, (B, 1, H, W), cut from both and requiring grad.
+
+    Args:
+        real: (B, 1, H, W).
+        fake: (B, 1, H, W).
+        alpha: (B, 1, 1, 1) in [0, 1]; default: drawn uniformly.
+    """
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, dtype=real.dtype)
     # `* 1.0` makes the interpolate a non-leaf, which FlopCounterMode needs (see STACK-NOTES).
-    mixed = (alpha * real + (1.0 - alpha) * fake).detach().requires_grad_(True) * 1.0
-    scores = critic(mixed)
+    return (alpha * real + (1.0 - alpha) * fake).detach().requires_grad_(True) * 1.0
+
+
+def penalty_at(scores: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+    """The gradient penalty from the critic's scores (B,) of the interpolates `mixed`."""
     (gradients,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
     norms = gradients.flatten(1).norm(2, dim=1)  # (B,)
     return (norms - 1.0).square().mean()
@@ -102,7 +134,13 @@ class WGANTrainer:
         self.model, self.sampler, self.config = model, sampler, config
         self.run_dir, self.recorder, self.seed, self.extra = Path(run_dir), recorder, seed, extra
         self.compute = compute or Compute(ComputeConfig(device="cpu"))
-        self.compute.module(model)
+        self.compute.module(model, compiled=(model.generator,))
+        self.local_batch = distributed.local_batch(config.batch_size, "wgan.batch_size")
+        self.batches = distributed.ShardedSampler(sampler)
+        if distributed.world_size() > 1:
+            distributed.distribute_batch_norm(model.generator, self.compute.device)
+        self.generator_net = distributed.data_parallel(model.generator, self.compute.device)
+        self.critic_net = distributed.data_parallel(model.critic, self.compute.device)
         self.generator_optimiser = torch.optim.Adam(
             model.generator.parameters(), lr=config.lr, betas=config.betas
         )
@@ -115,6 +153,7 @@ class WGANTrainer:
         self.step = 0
         self.minutes_before = 0.0
         self.best = BestTracker()
+        self._quality_step = -1
         self._started: float | None = None
 
     @property
@@ -127,21 +166,23 @@ class WGANTrainer:
 
     def train(self) -> WGANResult:
         """Run until `config.iterations` generator steps or `config.max_minutes` are done."""
-        config = self.config
+        config, main = self.config, distributed.is_main()
         self._started = time.monotonic()
         stopped_by_time = False
-        progress = tqdm(
-            total=config.iterations, initial=self.step, desc="WGAN-GP", unit="it", mininterval=2
-        )
+        progress = progress_bar(config.iterations, self.step, "WGAN-GP")
         while self.step < config.iterations:
             losses = self.train_step()
             self.step += 1
             progress.update(1)
             if self.step % LOG_EVERY == 0 or self.step == config.iterations:
-                self.recorder.log_metrics(losses, self.step)
+                losses = distributed.mean_over_ranks(losses)
+                if main:
+                    self.recorder.log_metrics(losses, self.step)
                 progress.set_postfix(critic=f"{losses['wgan/critic_loss']:.3f}", refresh=False)
             self._milestones()
-            if config.max_minutes and self._minutes() >= config.max_minutes:
+            if config.max_minutes and distributed.broadcast_flag(
+                self._minutes() >= config.max_minutes
+            ):
                 stopped_by_time = True
                 logger.info("WGAN-GP stopped by its %.1f minute budget", config.max_minutes)
                 break
@@ -149,6 +190,7 @@ class WGANTrainer:
 
         self._measure_quality()
         self._save(self.last_path)
+        distributed.barrier()
         return WGANResult(
             self.step, self.best.value, self.best.step, self._minutes(), stopped_by_time
         )
@@ -169,45 +211,64 @@ class WGANTrainer:
         logger.info("Resumed WGAN-GP at step %d", self.step)
 
     def load_best(self) -> None:
-        """Put the generator and critic of the best SWD back into the model."""
-        if not self.best_path.is_file():
-            return
-        state = load_checkpoint(self.best_path)["wgan"]
-        self.model.generator.load_state_dict(state["generator"])
-        self.model.critic.load_state_dict(state["critic"])
-        logger.info("Using the generator of step %d (SWD %.2f)", state["step"], state["best_swd"])
+        """Put the generator and critic of the best SWD back into the model.
+
+        Rank 0 reads the checkpoint and sends the weights to the other ranks, which need not
+        see its run folder.
+        """
+        if distributed.broadcast_flag(self.best_path.is_file()):
+            if distributed.is_main():
+                state = load_checkpoint(self.best_path)["wgan"]
+                self.model.generator.load_state_dict(state["generator"])
+                self.model.critic.load_state_dict(state["critic"])
+                logger.info(
+                    "Using the generator of step %d (SWD %.2f)", state["step"], state["best_swd"]
+                )
+            distributed.broadcast_module(self.model.generator)
+            distributed.broadcast_module(self.model.critic)
 
     def train_step(self) -> dict[str, float]:
-        """One generator iteration: `n_critic` critic updates, then one generator update."""
+        """One generator iteration: `n_critic` critic updates, then one generator update.
+
+        Under a process group each rank computes its `local_batch` of the global batch; the
+        returned losses are this rank's.
+        """
         config, model, compute = self.config, self.model, self.compute
         model.generator.train()
         model.critic.train()
-        batch = config.batch_size
+        batch = self.local_batch
 
         for _ in range(config.n_critic):
-            real = compute.images(self.sampler.sample(batch))
+            real = compute.images(self.batches.sample(config.batch_size))
             with torch.no_grad(), compute.autocast():
-                fake = model.generator(self._latent(batch))
+                fake = self.generator_net(self._latent())
             real_seen, fake_seen = self._augment(real), self._augment(fake.float())
+            mixed = interpolate(real_seen, fake_seen, self._interpolation_weights())
             with compute.autocast():
-                # One critic pass over real and fake together: its layer norm is per sample,
-                # so this equals two passes and keeps the cores busier.
-                scores = model.critic(torch.cat([real_seen, fake_seen])).float()  # (2B,)
-                real_score, fake_score = scores[:batch].mean(), scores[batch:].mean()
-                penalty = gradient_penalty(model.critic, real_seen, fake_seen)
+                # NOTE: one critic pass over real, fake and interpolated images together: its
+                # layer norm is per sample, so this equals three passes, keeps the cores busier
+                # and, under DDP, is one forward of the wrapped critic before one backward. The
+                # penalty's double backward through DDP was measured against one process
+                # (tests/training/test_distributed.py): gradients agree to float rounding.
+                scores = self.critic_net(torch.cat([real_seen, fake_seen, mixed])).float()
+                real_score = scores[:batch].mean()
+                fake_score = scores[batch : 2 * batch].mean()
+                penalty = penalty_at(scores[2 * batch :], mixed)  # scores (3B,) above
             critic_loss = fake_score - real_score + config.gp_weight * penalty
             self.critic_optimiser.zero_grad(set_to_none=True)
             critic_loss.backward()
             self.critic_optimiser.step()
 
-        # The critic's parameters get gradients here but are not stepped; they are cleared
-        # by the next critic step's zero_grad.
+        # The critic is frozen for the generator's update: its gradients would be thrown away,
+        # and under DDP only the generator's are to be averaged.
+        model.critic.requires_grad_(False)
         with compute.autocast():
-            fake = model.generator(self._latent(batch))
+            fake = self.generator_net(self._latent())
             generator_loss = -model.critic(self._augment(fake)).float().mean()
         self.generator_optimiser.zero_grad(set_to_none=True)
         generator_loss.backward()
         self.generator_optimiser.step()
+        model.critic.requires_grad_(True)
         return {
             "wgan/critic_loss": critic_loss.item(),
             "wgan/wasserstein_estimate": (real_score - fake_score).item(),
@@ -215,9 +276,15 @@ class WGANTrainer:
             "wgan/generator_loss": generator_loss.item(),
         }
 
-    def _latent(self, batch: int) -> torch.Tensor:
-        """(B, Z) standard normal on the compute device."""
-        return torch.randn(batch, self.model.latent_dim, device=self.compute.device)
+    def _latent(self) -> torch.Tensor:
+        """This rank's (B, Z) part of a global standard normal batch, on the compute device."""
+        size = (self.config.batch_size, self.model.latent_dim)
+        return distributed.own_part(torch.randn(size, device=self.compute.device))
+
+    def _interpolation_weights(self) -> torch.Tensor:
+        """This rank's (B, 1, 1, 1) part of the global batch's uniform penalty weights."""
+        size = (self.config.batch_size, 1, 1, 1)
+        return distributed.own_part(torch.rand(size, device=self.compute.device))
 
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         if not self.config.diffaugment:
@@ -226,7 +293,7 @@ class WGANTrainer:
 
     def _milestones(self) -> None:
         config, step = self.config, self.step
-        if config.sample_every and step % config.sample_every == 0:
+        if config.sample_every and step % config.sample_every == 0 and distributed.is_main():
             self._save_samples()
         if config.quality_every and step % config.quality_every == 0:
             self._measure_quality()
@@ -244,7 +311,13 @@ class WGANTrainer:
 
     @torch.no_grad()
     def _measure_quality(self) -> None:
-        if self.best.step == self.step:
+        if self._quality_step == self.step:
+            return
+        self._quality_step = self.step
+        # Every rank draws the real windows, so that the samplers' streams stay equal; rank 0
+        # alone generates, measures and keeps the best.
+        real = self.sampler.sample(QUALITY_SAMPLES)
+        if not distributed.is_main():
             return
         self.model.generator.eval()
         generator = torch.Generator().manual_seed(self.seed + 1)
@@ -256,7 +329,6 @@ class WGANTrainer:
                     for chunk in latent.split(128)
                 ]
             )
-        real = self.sampler.sample(QUALITY_SAMPLES)
         swd = sliced_wasserstein(real, fake, seed=self.seed)
         self.recorder.log_metrics({"wgan/swd": swd}, self.step)
         if self.best.update(swd, self.step):
@@ -266,6 +338,8 @@ class WGANTrainer:
             logger.info("WGAN-GP step %d: SWD %.2f (best %.2f)", self.step, swd, self.best.value)
 
     def _save(self, path: Path) -> None:
+        if not distributed.is_main():
+            return
         state = {
             "generator": copy.deepcopy(self.model.generator.state_dict()),
             "critic": copy.deepcopy(self.model.critic.state_dict()),
