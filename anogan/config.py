@@ -150,12 +150,17 @@ class ComputeConfig:
         channels_last: NHWC memory layout for images and convolution weights, which oneDNN
             and cuDNN convolve faster than NCHW.
         threads: CPU threads for intra-op parallelism (0: torch's default, one per core).
+        compile: torch.compile (inductor) the networks that are never differentiated twice:
+            the generator in WGAN-GP training, and in izi_f training the generator, encoder
+            and critic trunk. The first steps pay the compilation; `make bench` shows what it
+            buys. Needs a C++ compiler (CPU) or triton (CUDA).
     """
 
     device: str = "auto"
     precision: Precision = "fp32"
     channels_last: bool = False
     threads: int = 0
+    compile: bool = False
 
 
 @dataclass(frozen=True)
