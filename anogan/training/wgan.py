@@ -154,6 +154,7 @@ class WGANTrainer:
         self.minutes_before = 0.0
         self.best = BestTracker()
         self._quality_step = -1
+        self._augment_calls = 0  # within a step, to seed each rank's DiffAugment draws
         self._started: float | None = None
 
     @property
@@ -237,6 +238,7 @@ class WGANTrainer:
         model.generator.train()
         model.critic.train()
         batch = self.local_batch
+        self._augment_calls = 0
 
         for _ in range(config.n_critic):
             real = compute.images(self.batches.sample(config.batch_size))
@@ -289,7 +291,19 @@ class WGANTrainer:
     def _augment(self, images: torch.Tensor) -> torch.Tensor:
         if not self.config.diffaugment:
             return images
-        return diff_augment(images, self.config.diffaugment_policy)
+        if distributed.world_size() == 1:
+            return diff_augment(images, self.config.diffaugment_policy)
+        # NOTE: the ranks share one random stream, so drawn from it each rank's part of the
+        # batch would get the same transforms. Under a process group the transforms come from
+        # a stream of this rank, step and call instead, and the shared stream is left as it
+        # was: N ranks then augment like one process does, but not with the same draws.
+        self._augment_calls += 1
+        devices = [self.compute.device] if self.compute.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(
+                hash((self.seed, self.step, self._augment_calls, distributed.rank())) % 2**63
+            )
+            return diff_augment(images, self.config.diffaugment_policy)
 
     def _milestones(self) -> None:
         config, step = self.config, self.step
