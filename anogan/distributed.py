@@ -94,18 +94,19 @@ def ranks_from_environment(environment: dict[str, str] | None = None) -> Ranks:
     return Ranks(rank, world_size, local_rank)
 
 
-def setup(device: torch.device, environment: dict[str, str] | None = None) -> Ranks:
+def setup(device: torch.device) -> Ranks:
     """Join the process group when torchrun started more than one rank; else do nothing.
+
+    RANK, WORLD_SIZE and LOCAL_RANK, and MASTER_ADDR and MASTER_PORT for the rendezvous, are
+    read from the environment, where torchrun puts them.
 
     Args:
         device: the resolved compute device: CUDA selects NCCL and GPU LOCAL_RANK, the CPU gloo.
-        environment: the variables to read (default: os.environ); MASTER_ADDR and MASTER_PORT
-            must be there too, as torchrun sets them.
 
     Returns:
         This process's ranks (world size 1 for a plain run).
     """
-    ranks = ranks_from_environment(environment)
+    ranks = ranks_from_environment()
     if not ranks.enabled or is_initialized():
         return ranks
     backend = "nccl" if device.type == "cuda" else "gloo"
@@ -129,6 +130,7 @@ def cleanup() -> None:
 
 
 def is_initialized() -> bool:
+    """True inside a process group."""
     return dist.is_available() and dist.is_initialized()
 
 

@@ -83,7 +83,11 @@ def test_two_gloo_ranks_train_the_same_networks_as_one_process(tmp_path):
     print(f"took {time.monotonic() - started:.1f} s")
 
 
+@pytest.mark.slow
 def test_a_killed_rank_fails_the_run_and_resume_finishes_it(tmp_path, tiny_demo):
+    # Slow: two torchrun launches of the whole pipeline, 3 processes importing torch each;
+    # one tiny torchrun pipeline took 15 s on a quiet 2-core machine, this test 5 minutes
+    # niced beside a benchmark.
     config = {
         **SMALL,
         "output_dir": str(tmp_path / "runs"),
