@@ -6,7 +6,8 @@ so that a busy machine slows every variant alike:
 - WGAN-GP training: generator iterations/s (n_critic critic updates and one generator update on
   batches of 64) and training images/s (real windows the critic sees), for a straightforward
   implementation (fp32, NCHW, separate critic passes over real, fake and interpolated images)
-  and for `WGANTrainer.train_step` under each compute option (precision, memory layout);
+  and for `WGANTrainer.train_step` under each compute option (precision, memory layout,
+  torch.compile);
 - scoring: windows/s through G(E(x)) and both critic feature passes, the same way;
 - FLOPs per iteration and per scored window (torch's FlopCounterMode), and the share of the
   machine's measured peak matrix-product rate that each variant reaches.
@@ -52,6 +53,12 @@ VARIANTS = {
     "fp32 channels-last": ComputeConfig(device="cpu", channels_last=True),
     "bf16": ComputeConfig(device="cpu", precision="bf16"),
     "bf16 channels-last": ComputeConfig(device="cpu", precision="bf16", channels_last=True),
+    # torch.compile as the trainers and the scoring benchmark apply it (`compute.compile`);
+    # the untimed warm-up call of `interleaved` pays the compilation.
+    "fp32 compiled": ComputeConfig(device="cpu", compile=True),
+    "bf16 channels-last compiled": ComputeConfig(
+        device="cpu", precision="bf16", channels_last=True, compile=True
+    ),
 }
 OTHER_BENCHMARKS = ("pipelines.bench_io", "pipelines.bench_score")
 
@@ -176,7 +183,8 @@ def scoring_calls(config: Config) -> dict[str, Callable[[], object]]:
     }
     for name, compute_config in VARIANTS.items():
         compute = Compute(compute_config)
-        model = compute.module(FAnoGAN(config.model, size).eval())
+        model = FAnoGAN(config.model, size).eval()
+        compute.module(model, compiled=(model.generator, model.encoder, model.critic.trunk))
         calls[name] = _scorer(model, compute, compute.images(images))
     return calls
 
