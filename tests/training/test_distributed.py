@@ -118,7 +118,7 @@ def test_a_killed_rank_fails_the_run_and_resume_finishes_it(tmp_path, tiny_demo)
                 log,
             )
             os.kill(_worker_pid(process.pid, rank=1), signal.SIGKILL)
-            process.wait(timeout=120)
+            process.wait(timeout=300)
         finally:
             process.kill()
     text = log.read_text(errors="replace")
@@ -139,7 +139,7 @@ def test_a_killed_rank_fails_the_run_and_resume_finishes_it(tmp_path, tiny_demo)
         f"wgan.iterations={saved_step + 3}",
     ]
     finished = subprocess.run(
-        resume, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=180
+        resume, cwd=ROOT, env=_environment(), capture_output=True, text=True, timeout=900
     )
     assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-3000:]
     assert f"Resumed WGAN-GP at step {saved_step}" in finished.stderr
@@ -227,7 +227,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _wait_for(find, process: subprocess.Popen, log: Path, timeout: float = 120.0):
+def _wait_for(find, process: subprocess.Popen, log: Path, timeout: float = 900.0):
     """What `find` returns once it is not None, while `process` runs."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
