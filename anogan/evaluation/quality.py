@@ -174,8 +174,15 @@ def image_figures(
     subtype_array = np.asarray(list(subtypes), dtype=object)
     healthy = np.flatnonzero(labels == 0)
     groups = {OVERALL: np.flatnonzero(labels == 1)}
-    for subtype in sorted(set(subtype_array[labels == 1])):
+    for subtype in sorted(set(subtype_array[labels == 1]) - {""}):
         groups[str(subtype)] = np.flatnonzero((labels == 1) & (subtype_array == subtype))
+    # Strata of the bootstrap: each named subtype, and the anomalous slices that name none
+    # (those count in OVERALL only).
+    named = [subtype for subtype in groups if subtype != OVERALL]
+    strata = [groups[subtype] for subtype in named]
+    unnamed = np.setdiff1d(groups[OVERALL], np.concatenate(strata) if strata else [])
+    if unnamed.size:
+        strata.append(unnamed)
 
     def figures(healthy_index: np.ndarray, anomalous: dict[str, np.ndarray]) -> dict[str, float]:
         values: dict[str, float] = {}
@@ -199,27 +206,17 @@ def image_figures(
     samples: dict[str, list[float]] = {key: [] for key in point}
     for _ in range(repeats):
         resampled_healthy = rng.choice(healthy, healthy.size) if healthy.size else healthy
-        resampled = {
-            subtype: rng.choice(index, index.size) if index.size else index
-            for subtype, index in groups.items()
-            if subtype != OVERALL
-        }
-        resampled[OVERALL] = (
-            np.concatenate(list(resampled.values())) if resampled else groups[OVERALL]
-        )
+        drawn = [rng.choice(index, index.size) for index in strata]
+        resampled = {OVERALL: np.concatenate(drawn) if drawn else groups[OVERALL]}
+        resampled.update(zip(named, drawn, strict=False))  # unnamed, if any, comes last
         for key, value in figures(resampled_healthy, resampled).items():
             samples[key].append(value)
 
     def estimate(key: str) -> Estimate:
+        if not samples[key]:
+            return Estimate(point[key], float("nan"), float("nan"))
         tail = 100 * (1 - CONFIDENCE) / 2
-        low, high = (
-            np.nanpercentile(samples[key], [tail, 100 - tail])
-            if samples[key]
-            else (
-                float("nan"),
-                float("nan"),
-            )
-        )
+        low, high = np.nanpercentile(samples[key], [tail, 100 - tail])
         return Estimate(point[key], float(low), float(high))
 
     def table(prefix: str) -> dict[str, Estimate]:

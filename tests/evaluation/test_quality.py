@@ -53,7 +53,9 @@ def test_image_figures_per_subtype_with_intervals_around_the_point():
     for estimate in (*figures.roc_auc.values(), *figures.average_precision.values()):
         assert estimate.low <= estimate.value <= estimate.high
         assert estimate.high - estimate.low > 0.01  # a real interval, not a point
-    assert figures.sensitivity["glioma"].value == pytest.approx(np.mean(scores[100:160] > threshold))
+    assert figures.sensitivity["glioma"].value == pytest.approx(
+        np.mean(scores[100:160] > threshold)
+    )
     assert figures.false_positive_rate.value == pytest.approx(np.mean(scores[:100] > threshold))
     # Seeded: the same call gives the same intervals; another seed other ones.
     again = image_figures("m", scores, labels, subtypes, threshold, repeats=300, seed=1)
@@ -92,7 +94,7 @@ def test_baselines_take_their_better_direction():
     )
     figures = {item.name.split(" (")[0]: item for item in baseline_figures(slices, repeats=50)}
     assert figures["pixel std"].roc_auc[OVERALL].value == 1.0
-    assert "lower = anomalous" in [f.name for f in baseline_figures(slices, 10)][0]
+    assert "lower = anomalous" in baseline_figures(slices, 10)[0].name
     assert figures["pixel std"].contrast_spearman == pytest.approx(-1.0)
     table = quality_tables(list(figures.values()))
     assert table.count("\n") == 5 and "pixel p99" in table
@@ -184,3 +186,15 @@ def test_localisation_figures_rank_an_oracle_above_noise(tmp_path):
     assert set(sharp) == {OVERALL, "bright-0.1"}
     assert sharp[OVERALL]["pixel_roc_auc"] == 1.0 and sharp[OVERALL]["pixel_best_dice"] > 0.95
     assert blurred[OVERALL]["pixel_roc_auc"] < 0.9
+
+
+def test_unnamed_subtypes_are_resampled_too():
+    scores, labels, _ = _two_class(seed=4, shift=1.0)
+    figures = image_figures("m", scores, labels, [""] * 200, None, repeats=200)
+    assert set(figures.roc_auc) == {OVERALL}
+    interval = figures.roc_auc[OVERALL]
+    assert interval.high - interval.low > 0.05
+    mixed = ["healthy"] * 100 + ["glioma"] * 60 + [""] * 40
+    figures = image_figures("m", scores, labels, mixed, None, repeats=200)
+    assert set(figures.roc_auc) == {OVERALL, "glioma"}
+    assert figures.roc_auc[OVERALL].value == pytest.approx(roc_auc_score(labels, scores))
