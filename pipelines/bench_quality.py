@@ -245,7 +245,7 @@ def record_results(results_file: Path, command: str, outcome: dict) -> None:
         "```",
         "",
         f"Evaluated on {counts['healthy']} healthy and {counts['anomalous']} tumour slices; "
-        f"{counts['lesioned']} healthy slices with one synthetic lesion each. Training "
+        f"{counts['lesioned']} copies of the healthy ones with one synthetic lesion each. Training "
         f"(WGAN-GP, izi_f, calibration) took {timing['training_minutes']:.1f} min; the "
         f"autoencoder trained {timing['autoencoder_minutes']:.1f} min. MLflow run "
         f"`{outcome['run_id']}`. Intervals are stratified bootstrap 95%.",
