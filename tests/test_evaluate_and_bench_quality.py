@@ -29,10 +29,8 @@ def tiny_model(tiny_demo, tmp_path_factory):
 
 def test_evaluate_writes_figures_with_the_models_own_threshold(tiny_model, tiny_demo, tmp_path):
     out = tmp_path / "eval"
-    code = cli_main(
-        ["evaluate", "--model", str(tiny_model.model_path), "--data", str(tiny_demo)]
-        + ["--out", str(out), "--repeats", "50"]
-    )
+    argv = ["evaluate", "--model", str(tiny_model.model_path), "--data", str(tiny_demo)]
+    code = cli_main([*argv, "--out", str(out), "--repeats", "50"])
     assert code == 0
     results = json.loads((out / "evaluation.json").read_text())
     names = [item["name"] for item in results["detectors"]]
@@ -70,9 +68,10 @@ def test_labelled_folders_and_test_rows_are_evaluation_data(tiny_demo, tmp_path)
     for path in lesions:
         shutil.copy(path, root / "tumor" / "glioma" / path.name)
     dataset = resolve_evaluation_data(root)
-    assert sorted((item.label, item.subtype) for item in dataset.items) == [
-        (0, "healthy")
-    ] * 3 + [(1, "glioma")] * 2
+    assert (
+        sorted((item.label, item.subtype) for item in dataset.items)
+        == [(0, "healthy")] * 3 + [(1, "glioma")] * 2
+    )
 
     manifest = tmp_path / "m.csv"
     manifest.write_text(
