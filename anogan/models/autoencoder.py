@@ -14,7 +14,7 @@ from torch import nn
 
 from anogan.config import ModelConfig
 from anogan.models.encoder import Encoder
-from anogan.models.fanogan import AnomalyOutput
+from anogan.models.fanogan import AnomalyOutput, image_residuals
 from anogan.models.generator import Generator
 
 logger = logging.getLogger(__name__)
@@ -49,13 +49,6 @@ class AutoEncoder(nn.Module):
             mask: optional (B, 1, H, W) foreground; the error is taken inside it only.
         """
         reconstruction = self(images).float()
-        residual = images - reconstruction
-        pixel_map = residual.abs()
-        if mask is None:
-            image_residual = residual.square().mean(dim=(1, 2, 3))
-        else:
-            pixel_map = pixel_map * mask
-            area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
-            image_residual = (residual.square() * mask).sum(dim=(1, 2, 3)) / area
+        pixel_map, image_residual = image_residuals(images, reconstruction, mask)
         zeros = torch.zeros_like(image_residual)
         return AnomalyOutput(reconstruction, pixel_map, image_residual, zeros, image_residual)

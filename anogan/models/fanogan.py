@@ -81,6 +81,28 @@ class FAnoGAN(nn.Module):
         )
 
 
+def image_residuals(
+    images: torch.Tensor, reconstruction: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixel map |x - x_hat| and the mean squared residual per window.
+
+    Args:
+        images: (B, 1, H, W).
+        reconstruction: (B, 1, H, W).
+        mask: optional (B, 1, H, W) in {0, 1}; the map is zero outside it and the mean is
+            taken inside it (zero for an empty mask).
+
+    Returns:
+        (B, 1, H, W) map and (B,) mean squared residual.
+    """
+    residual = images - reconstruction.float()
+    pixel_map = residual.abs()
+    if mask is None:
+        return pixel_map, residual.square().mean(dim=(1, 2, 3))
+    area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
+    return pixel_map * mask, (residual.square() * mask).sum(dim=(1, 2, 3)) / area
+
+
 def anomaly_from_reconstruction(
     images: torch.Tensor,
     reconstruction: torch.Tensor,
@@ -97,14 +119,7 @@ def anomaly_from_reconstruction(
         kappa: weight of the feature residual.
         mask: optional (B, 1, H, W) in {0, 1}; residuals inside it only.
     """
-    residual = images - reconstruction.float()
-    pixel_map = residual.abs()
-    if mask is None:
-        image_residual = residual.square().mean(dim=(1, 2, 3))
-    else:
-        pixel_map = pixel_map * mask
-        area = mask.sum(dim=(1, 2, 3)).clamp(min=1.0)
-        image_residual = (residual.square() * mask).sum(dim=(1, 2, 3)) / area
+    pixel_map, image_residual = image_residuals(images, reconstruction, mask)
     # One critic pass over both halves: its layer norm is per sample, so this equals two.
     both = features(torch.cat([images, reconstruction.to(images.dtype)])).float()  # (2B, D)
     image_features, reconstruction_features = both.chunk(2)
