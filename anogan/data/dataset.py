@@ -7,7 +7,7 @@ nothing at all is left.
 """
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +83,24 @@ def load_slices(
         DataError: not a single slice could be read.
     """
     items = list(items)[:limit] if limit else list(items)
+    return _read_parts(
+        items,
+        config,
+        description,
+        lambda series, item: [_prepare(series, item, config, drop_empty)],
+    )
+
+
+def _read_parts(
+    items: Sequence[DataItem],
+    config: DataConfig,
+    description: str,
+    prepare: Callable[[Series, DataItem], list[dict]],
+) -> SliceSet:
+    """Read every item, turn each of its series into parts with `prepare`, and stack them.
+
+    An item that cannot be read is logged and listed in `failures`, never fatal.
+    """
     parts: list[dict] = []
     failures: list[tuple[str, str]] = []
     for index, item in enumerate(
@@ -90,7 +108,7 @@ def load_slices(
     ):
         try:
             for series in read_item(item, config):
-                parts.append({**_prepare(series, item, config, drop_empty), "item": index})
+                parts.extend({**part, "item": index} for part in prepare(series, item))
         except AnoganError as error:
             failures.append((str(item.path), str(error)))
             logger.warning("Skipped %s: %s", item.path, error)
@@ -170,24 +188,14 @@ def load_lesioned_slices(
         DataError: not a single slice could be read.
     """
     rng = np.random.default_rng(seed)
-    parts: list[dict] = []
-    failures: list[tuple[str, str]] = []
-    for index, item in enumerate(
-        tqdm(items, desc=f"Reading {description}", unit="file", mininterval=2)
-    ):
-        try:
-            for series in read_item(item, config):
-                for kind in kinds:
-                    for radius in radii:
-                        part = _lesioned(series, item, config, kind, radius, rng)
-                        parts.append({**part, "item": index})
-        except AnoganError as error:
-            failures.append((str(item.path), str(error)))
-            logger.warning("Skipped %s: %s", item.path, error)
-    parts = [part for part in parts if part["images"].shape[0] > 0]
-    if not parts:
-        raise DataError(f"{description}: none of {len(items)} inputs gave a usable slice")
-    return _stack(parts, failures)
+    return _read_parts(
+        items,
+        config,
+        description,
+        lambda series, item: [
+            _lesioned(series, item, config, kind, radius, rng) for kind in kinds for radius in radii
+        ],
+    )
 
 
 def _lesioned(
