@@ -105,18 +105,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def random_state() -> dict[str, Any]:
-    """torch's CPU random state and, where CUDA is in use, every GPU's, for a checkpoint."""
+    """torch's CPU random state and, where CUDA is in use, the current GPU's, for a checkpoint.
+
+    NOTE: only the current GPU's: under torchrun each rank draws on its own GPU from a stream
+    equal on all ranks, and reading every GPU's state would open a context on each of them.
+    """
     state: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def restore_random_state(state: dict[str, Any]) -> None:
     """Put back a state from `random_state`, so a resumed run draws what it would have drawn."""
     torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, list | tuple):  # written by earlier versions: one state per GPU
+            torch.cuda.set_rng_state_all(cuda)
+        else:
+            torch.cuda.set_rng_state(cuda)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -72,3 +72,15 @@ def test_a_training_checkpoint_is_not_taken_for_a_model(tmp_path):
 
 def test_model_config_of_demo_loads():
     assert load_config("configs/demo.yaml").model.channels[0] > 0
+
+
+def test_random_state_round_trip_draws_the_same_numbers():
+    from anogan.training.checkpoint import random_state, restore_random_state
+
+    torch.manual_seed(3)
+    saved = random_state()
+    first = torch.rand(5)
+    torch.rand(100)
+    restore_random_state(saved)
+    assert torch.equal(torch.rand(5), first)
+    assert set(saved) <= {"cpu", "cuda"}
