@@ -94,8 +94,8 @@ class WindowStream:
     Args:
         model: the trained triple, put in eval mode here and moved to the compute device.
         config: overlap, aggregation, kappa, batch size, masking.
-        compute: device and memory layout (default: CPU, NCHW). Scores are always taken in
-            fp32, whatever `compute.precision` says.
+        compute: device, memory layout and compilation (default: CPU, NCHW, eager). Scores
+            are always taken in fp32, whatever `compute.precision` says.
     """
 
     def __init__(
@@ -105,7 +105,8 @@ class WindowStream:
         # move slices across it, so scoring keeps fp32 and takes only device and layout.
         compute_config = replace(compute or ComputeConfig(device="cpu"), precision="fp32")
         self.compute = Compute(compute_config)
-        self.model = self.compute.module(model.eval())
+        # Scoring never differentiates, so every network may be compiled (`compute.compile`).
+        self.model = self.compute.module(model.eval(), compiled=tuple(model.children()))
         self.config = config
         self._pending: deque[_PendingSlice] = deque()
         self._queue: deque[tuple[_PendingSlice, tuple[slice, slice]]] = deque()

@@ -86,3 +86,19 @@ def test_smoothed_maps_keep_mass_edges_and_zero_outside():
     flat = smooth_map(mask.clone(), mask, 2.0)  # a constant map inside the mask stays so
     assert torch.allclose(flat[mask > 0], torch.ones(100), atol=1e-5)
     assert flat[mask == 0].abs().max() == 0
+
+
+@pytest.mark.slow
+def test_compiled_scoring_gives_the_eager_scores():
+    # Slow: inductor builds C++ kernels for each network.
+    from anogan.config import ComputeConfig
+
+    torch.manual_seed(0)
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    images = torch.rand(40, 1, 48, 48) * 2 - 1
+    masks = torch.ones_like(images)
+    config = ScoringConfig(batch_size=16)
+    eager = score_slices(model, images, masks, config, ComputeConfig(device="cpu"))
+    compiled = score_slices(model, images, masks, config, ComputeConfig(device="cpu", compile=True))
+    assert torch.allclose(compiled.score, eager.score, rtol=1e-5, atol=0)
+    assert torch.allclose(compiled.pixel_maps, eager.pixel_maps, atol=1e-5)
