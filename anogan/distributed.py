@@ -22,7 +22,12 @@ The contract that keeps N processes equal to one (measured in tests/training/tes
 import datetime
 import logging
 import os
+import re
+import signal
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 RANK_VARIABLE, WORLD_SIZE_VARIABLE, LOCAL_RANK_VARIABLE = "RANK", "WORLD_SIZE", "LOCAL_RANK"
 TIMEOUT = datetime.timedelta(minutes=30)  # how long a rank waits for the others at a collective
+# How gloo and NCCL word a collective that failed because a peer went away (gloo raises a plain
+# RuntimeError: "...pair.cc:553] Connection closed by peer [127.0.0.1]:15491. This is typically
+# caused by a remote worker crashing...", measured in torch 2.13).
+PEER_FAILURE = re.compile(r"connection (closed|reset) by peer|remote worker|gloo|nccl", re.I)
 # DDP's reducer warns once per process that the critic head's weight gradient, (1, F) with
 # strides (1, 1) after the penalty's double backward, differs from its bucket's (F, 1): the same
 # memory order for a single row, so nothing to act on.
@@ -55,6 +64,40 @@ class Ranks:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+
+class TerminatedError(Exception):
+    """SIGTERM arrived while `sigterm_raises` was active.
+
+    torchrun ends the surviving ranks with SIGTERM when one rank fails; a batch scheduler
+    sends it at a job's time limit.
+    """
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into a `TerminatedError` exception for the duration, so that the run can say
+    where it stopped and how to resume; a no-op outside the main thread (where Python cannot
+    set signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise TerminatedError(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def lost_peer(error: BaseException) -> bool:
+    """True when `error` is a collective that failed because another rank went away."""
+    if not isinstance(error, RuntimeError):
+        return False
+    return isinstance(error, dist.DistError) or bool(PEER_FAILURE.search(str(error)))
 
 
 class Sampler(Protocol):

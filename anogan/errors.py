@@ -32,3 +32,8 @@ class DataError(AnoganError):
 
 class TrackingError(AnoganError):
     """The MLflow tracking server cannot be reached; the message names its URI."""
+
+
+class TrainingStoppedError(AnoganError):
+    """Training stopped before it finished (SIGTERM, a lost rank); the message says how to
+    resume it from its last checkpoint."""

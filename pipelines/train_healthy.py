@@ -16,6 +16,7 @@ grids and the model, logs to MLflow, and scores, calibrates and evaluates at the
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from anogan.data.dataset import SliceSet, load_slices
 from anogan.data.demo import build_demo
 from anogan.data.patches import PatchSampler
 from anogan.data.sources import DataSet, resolve_data
-from anogan.errors import AnoganError, DataError
+from anogan.errors import AnoganError, DataError, TrainingStoppedError
 from anogan.evaluation.metrics import (
     baseline_metrics,
     contrast_correlation,
@@ -122,14 +123,37 @@ def _run_ranked(
     _write_state(run_dir, state)
 
     try:
-        summary = _stages(config, dataset, run_dir, state, recorder, compute)
-    except BaseException:
+        with distributed.sigterm_raises():
+            summary = _stages(config, dataset, run_dir, state, recorder, compute)
+    except BaseException as error:
+        stopped = isinstance(error, (KeyboardInterrupt, distributed.TerminatedError))
         if track and main:
-            recorder.finish("KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
+            recorder.finish("KILLED" if stopped else "FAILED")
+        if isinstance(error, distributed.TerminatedError) or distributed.lost_peer(error):
+            raise TrainingStoppedError(_stopped_message(error, run_dir)) from error
         raise
     if track and main:
         recorder.finish()
     return summary
+
+
+def _stopped_message(error: BaseException, run_dir: Path) -> str:
+    """One line: which rank stopped, why, and the command that resumes the run."""
+    rank, world = distributed.rank(), distributed.world_size()
+    who = f"rank {rank} of {world}" if world > 1 else "training"
+    if isinstance(error, distributed.TerminatedError):
+        why = f"{who} stopped by {error}"
+        if world > 1:
+            why += " (torchrun ends the other ranks so when one fails; its report names it)"
+    else:
+        # gloo's message opens with its source location: "[.../pair.cc:553] Connection closed"
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip())
+        reason = reason.splitlines()[0][:160] if reason else "no detail"
+        why = f"{who} lost contact with another rank ({reason})"
+    return (
+        f"{why}; the run in {run_dir} resumes from its last checkpoint with "
+        f"`--resume {run_dir}` added to the same command"
+    )
 
 
 def _stages(

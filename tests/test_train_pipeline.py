@@ -1,11 +1,20 @@
 """The whole `make train-healthy` pipeline on a tiny demo set, tracked in a real MLflow store."""
 
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
+from anogan.config import save_config
 from anogan.scoring.scorer import score_slices
 from anogan.tracking import download_model
-from anogan.training.checkpoint import load_model
-from pipelines.train_healthy import main, run_training
+from anogan.training.checkpoint import load_checkpoint, load_model
+from pipelines.train_healthy import RUN_STATE, main, run_training
 
 
 def test_pipeline_tracks_params_metrics_artifacts_and_model(
@@ -46,8 +55,6 @@ def test_pipeline_tracks_params_metrics_artifacts_and_model(
 
 
 def test_resume_finishes_an_interrupted_run(tiny_config, tiny_demo, tmp_path):
-    from dataclasses import replace
-
     first = replace(tiny_config, encoder=replace(tiny_config.encoder, iterations=0))
     summary = run_training(first, str(tiny_demo), track=False)
     resumed = run_training(tiny_config, None, resume_dir=summary.run_dir, track=False)
@@ -59,3 +66,43 @@ def test_cli_reports_a_bad_config_key_in_one_line(capsys):
     assert main(["--set", "wgan.iterationz=3", "--no-mlflow"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "wgan.iterationz" in error[0]
+
+
+def test_sigterm_stops_training_with_one_line_saying_how_to_resume(
+    tiny_config, tiny_demo, mlflow_uri, monkeypatch, tmp_path, capsys
+):
+    # SIGTERM is how torchrun ends the other ranks when one fails, and how batch schedulers
+    # end a job at its time limit. max_minutes bounds the run should the signal never come.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    wgan = replace(tiny_config.wgan, iterations=100000, sample_every=0, quality_every=0)
+    config = replace(tiny_config, wgan=replace(wgan, max_minutes=3.0))
+    save_config(config, tmp_path / "config.yaml")
+    runs = Path(config.output_dir)
+    handler = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=_terminate_after_a_checkpoint, args=(runs,), daemon=True).start()
+
+    assert main(["--config", str(tmp_path / "config.yaml"), "--data", str(tiny_demo)]) == 2
+    error = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    run_dir = next(runs.glob("2*"))
+    assert error == [
+        f"anogan train: error: training stopped by SIGTERM; the run in {run_dir} resumes from "
+        f"its last checkpoint with `--resume {run_dir}` added to the same command"
+    ]
+    run_id = json.loads((run_dir / RUN_STATE).read_text())["run_id"]
+    assert MlflowClient(tracking_uri=mlflow_uri).get_run(run_id).info.status == "KILLED"
+    assert not (run_dir / "model").exists()
+
+    step = int(load_checkpoint(run_dir / "checkpoints" / "wgan-last.pt")["wgan"]["step"])
+    resume = ["--resume", str(run_dir), "--no-mlflow", "--set", f"wgan.iterations={step + 2}"]
+    assert main(resume) == 0
+    assert load_model(run_dir / "model").config.wgan.iterations == step + 2
+    assert signal.getsignal(signal.SIGTERM) is handler  # the run's handler did not outlive it
+
+
+def _terminate_after_a_checkpoint(runs: Path) -> None:
+    deadline = time.monotonic() + 120.0
+    while time.monotonic() < deadline:
+        if next(runs.glob("2*/checkpoints/wgan-last.pt"), None) is not None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        time.sleep(0.01)

@@ -145,36 +145,35 @@ class EncoderTrainer:
         )
         self._started = time.monotonic()
         stopped_by_time, loss = False, torch.tensor(float("nan"))
-        progress = progress_bar(config.iterations, self.step, "izi_f")
-        while self.step < config.iterations:
-            model.encoder.train()
-            images = self.compute.images(self.batches.sample(config.batch_size))
-            with self.compute.autocast():
-                loss, image_mse, feature_mse = objective(images)
-            self.optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimiser.step()
-            self.step += 1
-            progress.update(1)
-            if self.step % LOG_EVERY == 0 or self.step == config.iterations:
-                metrics = distributed.mean_over_ranks(
-                    {
-                        "encoder/loss": loss.item(),
-                        "encoder/image_mse": image_mse.item(),
-                        "encoder/feature_mse": feature_mse.item(),
-                    }
-                )
-                if main:
-                    self.recorder.log_metrics(metrics, self.step)
-                progress.set_postfix(loss=f"{metrics['encoder/loss']:.4f}", refresh=False)
-            self._milestones(sample_every)
-            if config.max_minutes and distributed.broadcast_flag(
-                self._minutes() >= config.max_minutes
-            ):
-                stopped_by_time = True
-                logger.info("izi_f stopped by its %.1f minute budget", config.max_minutes)
-                break
-        progress.close()
+        with progress_bar(config.iterations, self.step, "izi_f") as progress:
+            while self.step < config.iterations:
+                model.encoder.train()
+                images = self.compute.images(self.batches.sample(config.batch_size))
+                with self.compute.autocast():
+                    loss, image_mse, feature_mse = objective(images)
+                self.optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimiser.step()
+                self.step += 1
+                progress.update(1)
+                if self.step % LOG_EVERY == 0 or self.step == config.iterations:
+                    metrics = distributed.mean_over_ranks(
+                        {
+                            "encoder/loss": loss.item(),
+                            "encoder/image_mse": image_mse.item(),
+                            "encoder/feature_mse": feature_mse.item(),
+                        }
+                    )
+                    if main:
+                        self.recorder.log_metrics(metrics, self.step)
+                    progress.set_postfix(loss=f"{metrics['encoder/loss']:.4f}", refresh=False)
+                self._milestones(sample_every)
+                if config.max_minutes and distributed.broadcast_flag(
+                    self._minutes() >= config.max_minutes
+                ):
+                    stopped_by_time = True
+                    logger.info("izi_f stopped by its %.1f minute budget", config.max_minutes)
+                    break
 
         self._save_grid()
         self._save()

@@ -170,24 +170,23 @@ class WGANTrainer:
         config, main = self.config, distributed.is_main()
         self._started = time.monotonic()
         stopped_by_time = False
-        progress = progress_bar(config.iterations, self.step, "WGAN-GP")
-        while self.step < config.iterations:
-            losses = self.train_step()
-            self.step += 1
-            progress.update(1)
-            if self.step % LOG_EVERY == 0 or self.step == config.iterations:
-                losses = distributed.mean_over_ranks(losses)
-                if main:
-                    self.recorder.log_metrics(losses, self.step)
-                progress.set_postfix(critic=f"{losses['wgan/critic_loss']:.3f}", refresh=False)
-            self._milestones()
-            if config.max_minutes and distributed.broadcast_flag(
-                self._minutes() >= config.max_minutes
-            ):
-                stopped_by_time = True
-                logger.info("WGAN-GP stopped by its %.1f minute budget", config.max_minutes)
-                break
-        progress.close()
+        with progress_bar(config.iterations, self.step, "WGAN-GP") as progress:
+            while self.step < config.iterations:
+                losses = self.train_step()
+                self.step += 1
+                progress.update(1)
+                if self.step % LOG_EVERY == 0 or self.step == config.iterations:
+                    losses = distributed.mean_over_ranks(losses)
+                    if main:
+                        self.recorder.log_metrics(losses, self.step)
+                    progress.set_postfix(critic=f"{losses['wgan/critic_loss']:.3f}", refresh=False)
+                self._milestones()
+                if config.max_minutes and distributed.broadcast_flag(
+                    self._minutes() >= config.max_minutes
+                ):
+                    stopped_by_time = True
+                    logger.info("WGAN-GP stopped by its %.1f minute budget", config.max_minutes)
+                    break
 
         self._measure_quality()
         self._save(self.last_path)
