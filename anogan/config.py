@@ -126,6 +126,11 @@ class ScoringConfig:
             pixel anomaly maps inside the foreground (0: raw |x - G(E(x))|). Lesions are
             blobs while reconstruction error is speckled, so smoothing ranks lesion pixels
             higher; slice scores do not change.
+        flip: test-time augmentation: each window is also scored mirrored left to right,
+            and scores, maps and reconstructions are the mean of both (mirrored back). It
+            costs a second forward pass. Sensible where anatomy is near-symmetric about the
+            vertical axis (axial brain, most CT); not for chest X-ray, where the mirrored
+            heart is itself an anomaly.
     """
 
     kappa: float = 1.0
@@ -136,6 +141,7 @@ class ScoringConfig:
     batch_size: int = 64
     masked: bool = True
     map_sigma: float = 0.0
+    flip: bool = False
 
 
 @dataclass(frozen=True)

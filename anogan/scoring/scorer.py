@@ -19,7 +19,7 @@ from monai.data.utils import dense_patch_slices
 
 from anogan.compute import Compute
 from anogan.config import ComputeConfig, ScoringConfig
-from anogan.models.fanogan import FAnoGAN
+from anogan.models.fanogan import AnomalyOutput, FAnoGAN
 
 logger = logging.getLogger(__name__)
 
@@ -161,12 +161,16 @@ class WindowStream:
                 [window_images, window_images[-1:].expand(padding, -1, -1, -1)]
             )
             window_masks = torch.cat([window_masks, window_masks[-1:].expand(padding, -1, -1, -1)])
-        output = self.model.anomaly(
-            self.compute.images(window_images),
-            self.config.kappa,
-            self.compute.images(window_masks) if self.config.masked else None,
-        )
-        output = type(output)(*(tensor.float().cpu() for tensor in output))
+        output = self._anomaly(window_images, window_masks)
+        if self.config.flip:
+            mirrored = self._anomaly(window_images.flip(-1), window_masks.flip(-1))
+            output = AnomalyOutput(
+                reconstruction=(output.reconstruction + mirrored.reconstruction.flip(-1)) / 2,
+                pixel_map=(output.pixel_map + mirrored.pixel_map.flip(-1)) / 2,
+                image_residual=(output.image_residual + mirrored.image_residual) / 2,
+                feature_residual=(output.feature_residual + mirrored.feature_residual) / 2,
+                score=(output.score + mirrored.score) / 2,
+            )
         for index, (item, (rows, columns)) in enumerate(chunk):
             item.maps[:, rows, columns] += output.pixel_map[index]
             item.reconstructions[:, rows, columns] += output.reconstruction[index]
@@ -180,6 +184,15 @@ class WindowStream:
             )
             item.remaining -= 1
         self.windows_scored += count
+
+    def _anomaly(self, images: torch.Tensor, masks: torch.Tensor) -> AnomalyOutput:
+        """The model's per-window output for (B, 1, P, P) windows, in fp32 on the CPU."""
+        output = self.model.anomaly(
+            self.compute.images(images),
+            self.config.kappa,
+            self.compute.images(masks) if self.config.masked else None,
+        )
+        return AnomalyOutput(*(tensor.float().cpu() for tensor in output))
 
     def _finished(self) -> list[ScoredSlice]:
         done = []

@@ -88,6 +88,26 @@ def test_smoothed_maps_keep_mass_edges_and_zero_outside():
     assert flat[mask == 0].abs().max() == 0
 
 
+def test_flip_averaging_makes_scores_mirror_invariant_and_maps_mirror_images():
+    torch.manual_seed(0)
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    images = torch.rand(2, 1, 32, 48) * 2 - 1  # two windows a slice, overlapping by half
+    masks = torch.ones_like(images)
+    masks[:, :, :, :6] = 0
+    both = torch.cat([images, images.flip(-1)]), torch.cat([masks, masks.flip(-1)])
+    plain = score_slices(model, *both, ScoringConfig(batch_size=4))
+    flipped = score_slices(model, *both, ScoringConfig(batch_size=4, flip=True))
+
+    assert not torch.allclose(plain.score[:2], plain.score[2:], rtol=1e-3)  # the test can fail
+    torch.testing.assert_close(flipped.score[:2], flipped.score[2:], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(flipped.pixel_maps[:2], flipped.pixel_maps[2:].flip(-1))
+    torch.testing.assert_close(flipped.reconstructions[:2], flipped.reconstructions[2:].flip(-1))
+    # The mean of the plain slice's score and its mirror's is what flip gives each of them.
+    torch.testing.assert_close(
+        flipped.score[:2], (plain.score[:2] + plain.score[2:]) / 2, rtol=1e-5, atol=1e-7
+    )
+
+
 @pytest.mark.slow
 def test_compiled_scoring_gives_the_eager_scores():
     # Slow: inductor builds C++ kernels for each network.
