@@ -148,7 +148,7 @@ def _stopped_message(error: BaseException, run_dir: Path) -> str:
     else:
         # gloo's message opens with its source location: "[.../pair.cc:553] Connection closed"
         reason = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip())
-        reason = reason.splitlines()[0][:160] if reason else "no detail"
+        reason = reason.splitlines()[0].split(". ")[0][:160] if reason else "no detail"
         why = f"{who} lost contact with another rank ({reason})"
     return (
         f"{why}; the run in {run_dir} resumes from its last checkpoint with "
