@@ -43,10 +43,11 @@ logger = logging.getLogger(__name__)
 
 RANK_VARIABLE, WORLD_SIZE_VARIABLE, LOCAL_RANK_VARIABLE = "RANK", "WORLD_SIZE", "LOCAL_RANK"
 TIMEOUT = datetime.timedelta(minutes=30)  # how long a rank waits for the others at a collective
-# How gloo and NCCL word a collective that failed because a peer went away (gloo raises a plain
-# RuntimeError: "...pair.cc:553] Connection closed by peer [127.0.0.1]:15491. This is typically
-# caused by a remote worker crashing...", measured in torch 2.13).
-PEER_FAILURE = re.compile(r"connection (closed|reset) by peer|remote worker|gloo|nccl", re.I)
+# How gloo words a collective that failed because a peer went away or stopped answering: a
+# plain RuntimeError, "...pair.cc:553] Connection closed by peer [127.0.0.1]:15491. This is
+# typically caused by a remote worker crashing..." (measured in torch 2.13). NCCL's failures
+# are torch.distributed.DistError subclasses and need no wording.
+PEER_FAILURE = re.compile(r"connection (closed|reset) by peer|remote worker|timed out", re.I)
 # DDP's reducer warns once per process that the critic head's weight gradient, (1, F) with
 # strides (1, 1) after the penalty's double backward, differs from its bucket's (F, 1): the same
 # memory order for a single row, so nothing to act on.

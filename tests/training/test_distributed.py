@@ -162,6 +162,14 @@ def test_torchrun_variables_are_read_and_checked():
         distributed.ranks_from_environment({"RANK": "5", "WORLD_SIZE": "2"})
 
 
+def test_only_failures_of_a_peer_count_as_a_lost_rank():
+    gloo = "[/gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:15491."
+    assert distributed.lost_peer(RuntimeError(gloo))
+    assert distributed.lost_peer(torch.distributed.DistBackendError("NCCL communicator aborted"))
+    assert not distributed.lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not distributed.lost_peer(ValueError("Connection closed by peer"))
+
+
 def _train_both_stages(folder: Path, wgan_result: Path | None = None) -> dict[str, torch.Tensor]:
     """WGAN-GP then izi_f on the SMALL config; the state_dict of the trained triple.
 
