@@ -365,11 +365,6 @@ def data_parallel(module: nn.Module, device: torch.device) -> nn.Module:
     return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DistributedDataParallel wrapper, or the module itself."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 def _global_copy(norm: nn.BatchNorm2d) -> GlobalBatchNorm2d:
     replacement = GlobalBatchNorm2d(
         norm.num_features, norm.eps, norm.momentum, norm.affine, norm.track_running_stats
