@@ -104,6 +104,14 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("--no-lesions", action="store_true", help="skip the localisation part")
     parser.add_argument("--repeats", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="fixes lesions and resamples")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="scoring.KEY=VALUE",
+        help="score with a changed scoring option (for example scoring.flip=true); the "
+        "calibrated threshold then no longer applies, so sensitivity and FPR are left out",
+    )
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:
@@ -121,6 +129,7 @@ def evaluate_main(argv: list[str]) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> tuple[str, Path]:
     """Evaluate `args.model` on `args.data`; returns the markdown tables and the folder."""
+    from anogan.config import config_to_dict, override_config
     from anogan.data.sources import resolve_evaluation_data
     from anogan.evaluation.evaluate import (
         describe_counts,
@@ -134,14 +143,26 @@ def run_evaluate(args: argparse.Namespace) -> tuple[str, Path]:
     out_dir = Path(args.out) if args.out else REPORTS_DIR / time.strftime("evaluate-%Y%m%d-%H%M%S")
     with ExitStack() as stack:
         trained, model_ref = _load_trained(args.model, stack)
-        calibration = Calibration.from_dict(trained.calibration)
-        sets = load_evaluation_sets(dataset.items, trained.config, not args.no_lesions, args.seed)
+        config = override_config(trained.config, args.set, sections=("scoring",))
+        threshold: float | None = Calibration.from_dict(trained.calibration).threshold
+        if args.set:
+            # The threshold was calibrated on scores of the trained scoring options.
+            logger.warning(
+                "Scoring changed by --set %s: the calibrated threshold no longer applies, so "
+                "sensitivity and the observed false-positive rate are left out",
+                " ".join(args.set),
+            )
+            threshold = None
+        sets = load_evaluation_sets(dataset.items, config, not args.no_lesions, args.seed)
         counts = sets.counts()
         logger.info("Evaluating %s on %s", model_ref, describe_counts(dataset, counts))
-        figures = evaluate_model(
-            trained.model, trained.config, calibration.threshold, sets, args.repeats, args.seed
-        )
-    extra = {"model": model_ref, "data": str(dataset.root), "threshold": calibration.threshold}
+        figures = evaluate_model(trained.model, config, threshold, sets, args.repeats, args.seed)
+    extra = {
+        "model": model_ref,
+        "data": str(dataset.root),
+        "threshold": threshold,
+        "scoring": config_to_dict(config)["scoring"],
+    }
     return write_results(out_dir, figures, counts, extra), out_dir
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from anogan.config import config_to_dict, load_config, save_config
+from anogan.config import config_to_dict, load_config, override_config, save_config
 from anogan.errors import ConfigError
 
 
@@ -32,3 +32,17 @@ def test_overrides_apply_and_the_resolved_config_round_trips(tmp_path):
 @pytest.mark.parametrize("name", ["demo", "brain-mri", "paper"])
 def test_shipped_configs_load(name):
     load_config(f"configs/{name}.yaml")
+
+
+def test_override_config_changes_only_the_allowed_sections():
+    config = load_config("configs/brain-mri.yaml")
+    changed = override_config(
+        config, ["scoring.refine_steps=5", "scoring.flip=false"], ("scoring",)
+    )
+    assert changed.scoring.refine_steps == 5 and changed.scoring.flip is False
+    assert changed.wgan == config.wgan and config.scoring.refine_steps == 10
+
+    with pytest.raises(ConfigError, match=r"'wgan.lr=1'.*only scoring\.\*"):
+        override_config(config, ["wgan.lr=1"], ("scoring",))
+    with pytest.raises(ConfigError, match=r"scoring\.refine_steps"):
+        override_config(config, ["scoring.refine_steps=many"], ("scoring",))

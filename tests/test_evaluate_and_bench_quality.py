@@ -47,6 +47,29 @@ def test_evaluate_writes_figures_with_the_models_own_threshold(tiny_model, tiny_
     assert "| f-AnoGAN |" in (out / "evaluation.md").read_text()
 
 
+def test_evaluate_with_changed_scoring_leaves_out_the_threshold_figures(
+    tiny_model, tiny_demo, tmp_path, capsys
+):
+    argv = ["evaluate", "--model", str(tiny_model.model_path), "--data", str(tiny_demo)]
+    argv += ["--no-lesions", "--repeats", "20"]
+    plain, flipped = tmp_path / "plain", tmp_path / "flipped"
+    assert cli_main([*argv, "--out", str(plain)]) == 0
+    assert cli_main([*argv, "--out", str(flipped), "--set", "scoring.flip=true"]) == 0
+
+    before = json.loads((plain / "evaluation.json").read_text())
+    after = json.loads((flipped / "evaluation.json").read_text())
+    assert after["threshold"] is None and after["scoring"]["flip"] is True
+    assert after["detectors"][0]["false_positive_rate"] is None
+    assert before["detectors"][0]["false_positive_rate"] is not None
+    assert after["detectors"][0]["roc_auc"] != before["detectors"][0]["roc_auc"]
+    assert after["detectors"][1] == before["detectors"][1]  # the baselines do not move
+
+    capsys.readouterr()
+    assert cli_main([*argv, "--set", "wgan.lr=1"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "only scoring.*" in error[0]
+
+
 def test_evaluate_fails_in_one_line_on_unlabelled_data(tiny_model, tmp_path, capsys):
     (tmp_path / "plain").mkdir()
     code = cli_main(

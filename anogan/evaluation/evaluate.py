@@ -71,12 +71,16 @@ def load_evaluation_sets(
 def evaluate_model(
     model: FAnoGAN,
     config: Config,
-    threshold: float,
+    threshold: float | None,
     sets: EvaluationSets,
     repeats: int = BOOTSTRAP_REPEATS,
     seed: int = 0,
 ) -> list[DetectorFigures]:
-    """The model's figures, then those of the trivial baselines, on the same slices."""
+    """The model's figures, then those of the trivial baselines, on the same slices.
+
+    Without a threshold (None) the figures that need one, sensitivity and the observed
+    false-positive rate, are left out.
+    """
     detector = ModelDetector(model, config.scoring, config.compute, threshold)
     figures = [evaluate_detector(detector, sets.slices, sets.lesioned, repeats, seed)]
     figures.extend(baseline_figures(sets.slices, repeats, seed))

@@ -39,14 +39,21 @@ class AutoEncoder(nn.Module):
         return self.decoder(self.encoder(images))
 
     def anomaly(
-        self, images: torch.Tensor, kappa: float = 0.0, mask: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        kappa: float = 0.0,
+        mask: torch.Tensor | None = None,
+        refine_steps: int = 0,
+        refine_step_size: float = 0.0,
     ) -> AnomalyOutput:
-        """Reconstruction error per window; `kappa` is ignored (there is no critic).
+        """Reconstruction error per window; `kappa` and refinement are ignored (there is no
+        critic, and no latent prior to refine towards).
 
         Args:
             images: (B, 1, H, W) in [-1, 1].
             kappa: unused, for the FAnoGAN signature.
             mask: optional (B, 1, H, W) foreground; the error is taken inside it only.
+            refine_steps, refine_step_size: unused, for the FAnoGAN signature.
         """
         reconstruction = self(images).float()
         pixel_map, image_residual = image_residuals(images, reconstruction, mask)

@@ -34,8 +34,9 @@ class SliceScores:
         score: (S,) aggregated f-AnoGAN score, higher is more anomalous.
         image_residual: (S,) the image term of the windows the score came from.
         feature_residual: (S,) the feature term of those windows.
-        pixel_maps: (S, 1, H, W) >= 0, stitched |x - G(E(x))|, zero outside the foreground.
-        reconstructions: (S, 1, H, W) in [-1, 1], stitched G(E(x)).
+        pixel_maps: (S, 1, H, W) >= 0, stitched |x - x_hat|, zero outside the foreground.
+        reconstructions: (S, 1, H, W) in [-1, 1], stitched x_hat: G(E(x)), or G of the
+            refined latent (`scoring.refine_steps`).
     """
 
     score: torch.Tensor
@@ -55,10 +56,10 @@ class ScoredSlice:
         image_residual: the image term of the windows the score came from.
         feature_residual: the feature term of those windows.
         image: (1, H, W) in [-1, 1], the model input.
-        pixel_map: (1, H, W) >= 0, stitched |x - G(E(x))|, zero outside the foreground when
+        pixel_map: (1, H, W) >= 0, stitched |x - x_hat|, zero outside the foreground when
             scoring is masked.
-        reconstruction: (1, H, W) in [-1, 1], stitched G(E(x)); the input where no window
-            was scored.
+        reconstruction: (1, H, W) in [-1, 1], stitched x_hat: G(E(x)), or G of the refined
+            latent (`scoring.refine_steps`); the input where no window was scored.
         windows: windows scored.
     """
 
@@ -191,6 +192,8 @@ class WindowStream:
             self.compute.images(images),
             self.config.kappa,
             self.compute.images(masks) if self.config.masked else None,
+            self.config.refine_steps,
+            self.config.refine_step_size,
         )
         return AnomalyOutput(*(tensor.float().cpu() for tensor in output))
 

@@ -52,3 +52,40 @@ def test_mask_restricts_residual_to_foreground(model):
     output = anomaly_from_reconstruction(images, reconstruction, model.critic.features, 0.0, mask)
     assert torch.equal(output.image_residual, torch.zeros(2))
     assert output.pixel_map.sum() == 0
+
+
+def test_refinement_finds_what_the_generator_can_draw_without_touching_the_weights(model):
+    # Windows the generator itself drew: a latent that reconstructs them exists, and the
+    # (untrained) encoder's first guess is far from it.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        images = model.generator(torch.randn(4, 16))
+    mask = torch.ones_like(images)
+    plain = model.anomaly(images, 1.0, mask)
+    latent = model.encoder(images).detach()
+    with torch.inference_mode():  # as the scorer calls it
+        refined_latent = model.refine_latent(images, latent, 1.0, mask, 30, 0.1)
+        refined = model.anomaly(images, 1.0, mask, refine_steps=30, refine_step_size=0.1)
+
+    with torch.no_grad():
+        start = anomaly_from_reconstruction(images, model.generator(latent), model.critic.features)
+        best = anomaly_from_reconstruction(
+            images, model.generator(refined_latent), model.critic.features
+        )
+    assert (best.score <= start.score * (1 + 1e-5)).all()  # the best latent visited is kept
+    assert best.score.mean() < 0.5 * start.score.mean()
+    assert refined_latent.abs().max() <= model.encoder.latent_bound
+    assert all(parameter.grad is None for parameter in model.parameters())
+
+    # The map and the reconstruction come from the refined latent, the scores from E(x).
+    torch.testing.assert_close(refined.score, plain.score)
+    torch.testing.assert_close(refined.reconstruction, model.generator(refined_latent).detach())
+    assert refined.pixel_map.mean() < 0.7 * plain.pixel_map.mean()
+
+
+def test_refinement_of_a_window_does_not_depend_on_its_batch(model):
+    images = torch.rand(5, 1, 32, 32) * 2 - 1
+    latent = model.encoder(images).detach()
+    batch = model.refine_latent(images, latent, 1.0, None, 5, 0.1)
+    alone = model.refine_latent(images[2:3], latent[2:3], 1.0, None, 5, 0.1)
+    torch.testing.assert_close(alone, batch[2:3], rtol=1e-4, atol=1e-5)
