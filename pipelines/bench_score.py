@@ -10,6 +10,10 @@ Prints, for S synthetic 256 x 256 slices on this machine's CPU threads:
     would hold on top).
 
     python -m pipelines.bench_score [--slices 500] [--size 256] [--grid 256] [--model PATH]
+        [--set scoring.KEY=VALUE ...]
+
+The bare forward honours `scoring.flip` (two passes a window) and `scoring.refine_steps`, so
+that the limit and the scorer are measured with the same options.
 
 Without --model the networks are the demo config's widths, untrained: throughput does not
 depend on the weights. A uniform calibration is used, so every output is still written.
@@ -28,7 +32,7 @@ import numpy as np
 import torch
 
 from anogan.compute import Compute
-from anogan.config import Config, load_config
+from anogan.config import Config, load_config, override_config
 from anogan.export import OutputWriter
 from anogan.io.series import Series
 from anogan.models.fanogan import FAnoGAN
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model: widths {list(config.model.channels)}, {config.data.patch_size} px windows, "
         f"slices of {args.size} px scored on a {config.data.image_size} px grid, "
-        f"overlap {config.scoring.overlap}, batch {config.scoring.batch_size}"
+        f"overlap {config.scoring.overlap}, batch {config.scoring.batch_size}, "
+        f"flip {config.scoring.flip}, refine steps {config.scoring.refine_steps}"
     )
     print(f"windows per slice: {windows_per_slice:.1f}")
     print(
@@ -94,6 +99,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="a trained model.pt instead")
     parser.add_argument("--batch-size", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="scoring.KEY=VALUE")
     return parser.parse_args(argv)
 
 
@@ -106,6 +112,7 @@ def _model(args: argparse.Namespace) -> tuple[FAnoGAN, Config]:
     else:
         config = load_config(args.config)
         model = FAnoGAN(config.model, config.data.patch_size)
+    config = override_config(config, args.set, sections=("scoring",))
     config = replace(config, data=replace(config.data, image_size=args.grid))
     if args.batch_size:
         config = replace(config, scoring=replace(config.scoring, batch_size=args.batch_size))
@@ -146,20 +153,33 @@ def _windows_of(series: Series, config: Config) -> tuple[float, torch.Tensor]:
     return float(np.mean(counts)), batch
 
 
-@torch.inference_mode()
 def _bare_forward(model: FAnoGAN, config: Config, batch: torch.Tensor) -> float:
     """Windows per second through the model alone on one batch of the series' own windows,
     placed as the scorer places them (fp32, the configured device and memory layout)."""
+    # Placed outside inference mode, as WindowStream does: refinement differentiates G.
     compute = Compute(replace(config.compute, precision="fp32"))
     model = compute.module(model)
-    windows = compute.images(batch)
+    with torch.inference_mode():
+        return _timed_forward(model, config, compute.images(batch))
+
+
+def _timed_forward(model: FAnoGAN, config: Config, windows: torch.Tensor) -> float:
     masks = torch.ones_like(windows)
+    scoring = config.scoring
+    passes = 2 if scoring.flip else 1
+
+    def forward() -> None:
+        for _ in range(passes):
+            model.anomaly(
+                windows, scoring.kappa, masks, scoring.refine_steps, scoring.refine_step_size
+            )
+
     for _ in range(FORWARD_WARMUP):
-        model.anomaly(windows, config.scoring.kappa, masks)
+        forward()
     seconds = []
     for _ in range(FORWARD_REPEATS):
         start = time.perf_counter()
-        model.anomaly(windows, config.scoring.kappa, masks)
+        forward()
         seconds.append(time.perf_counter() - start)
     return windows.shape[0] / float(np.median(seconds))
 

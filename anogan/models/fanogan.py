@@ -128,6 +128,11 @@ class FAnoGAN(nn.Module):
         Returns:
             (B, Z) in [-latent_bound, latent_bound], detached.
         """
+        if any(parameter.is_inference() for parameter in self.generator.parameters()):
+            raise RuntimeError(
+                "latent refinement differentiates the generator, whose weights were moved or "
+                "made under torch.inference_mode; place the model outside inference mode"
+            )
         bound = self.encoder.latent_bound
         # Scoring runs under inference mode, whose tensors cannot join a graph: clone them out.
         with torch.inference_mode(False), torch.enable_grad():

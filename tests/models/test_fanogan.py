@@ -89,3 +89,11 @@ def test_refinement_of_a_window_does_not_depend_on_its_batch(model):
     batch = model.refine_latent(images, latent, 1.0, None, 5, 0.1)
     alone = model.refine_latent(images[2:3], latent[2:3], 1.0, None, 5, 0.1)
     torch.testing.assert_close(alone, batch[2:3], rtol=1e-4, atol=1e-5)
+
+
+def test_refinement_of_a_model_placed_under_inference_mode_says_so():
+    with torch.inference_mode():
+        model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32).eval()
+        images = torch.rand(2, 1, 32, 32) * 2 - 1
+        with pytest.raises(RuntimeError, match="outside inference mode"):
+            model.anomaly(images, refine_steps=2)
