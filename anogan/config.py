@@ -135,7 +135,7 @@ class ScoringConfig:
             from E(x); pixel maps and reconstructions then come from the refined latent, while
             slice scores stay those of G(E(x)), which refinement made worse at telling tumours
             from healthy slices (0: no refinement). Each step costs about two plain scoring
-            passes: 10 steps made `anogan score` 8 times slower at 64 px.
+            passes: 10 steps made `anogan score` 6 times slower at 64 px.
         refine_step_size: Adam's learning rate for those steps, in latent units (the latent
             prior is a standard normal).
     """

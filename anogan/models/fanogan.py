@@ -138,15 +138,21 @@ class FAnoGAN(nn.Module):
         with torch.inference_mode(False), torch.enable_grad():
             images = images.clone()
             mask = None if mask is None else mask.clone()
+            with torch.no_grad():
+                image_features = self.critic.features(images).float()  # (B, D), fixed
             latent = latent.detach().clone().requires_grad_(True)
             best_latent = latent.detach().clone()
             best_score = torch.full((latent.shape[0],), float("inf"), device=latent.device)
             optimiser = torch.optim.Adam([latent], lr=step_size)
             for step in range(steps + 1):
-                reconstruction = self.generator(latent)
-                score = anomaly_from_reconstruction(
-                    images, reconstruction, self.critic.features, kappa, mask
-                ).score.float()  # (B,)
+                # The last pass only scores the final latent: no graph for it.
+                with torch.set_grad_enabled(step < steps):
+                    reconstruction = self.generator(latent)
+                    _, image_residual = image_residuals(images, reconstruction, mask)
+                    features = self.critic.features(reconstruction.to(images.dtype)).float()
+                    score = image_residual + kappa * (image_features - features).square().mean(
+                        dim=1
+                    )  # (B,), A(x) of the module docstring
                 with torch.no_grad():
                     better = score < best_score
                     best_score = torch.where(better, score, best_score)
