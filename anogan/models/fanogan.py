@@ -147,12 +147,14 @@ class FAnoGAN(nn.Module):
             for step in range(steps + 1):
                 # The last pass only scores the final latent: no graph for it.
                 with torch.set_grad_enabled(step < steps):
-                    reconstruction = self.generator(latent)
-                    _, image_residual = image_residuals(images, reconstruction, mask)
-                    features = self.critic.features(reconstruction.to(images.dtype)).float()
-                    score = image_residual + kappa * (image_features - features).square().mean(
-                        dim=1
-                    )  # (B,), A(x) of the module docstring
+                    score = anomaly_from_reconstruction(
+                        images,
+                        self.generator(latent),
+                        self.critic.features,
+                        kappa,
+                        mask,
+                        image_features,
+                    ).score  # (B,)
                 with torch.no_grad():
                     better = score < best_score
                     best_score = torch.where(better, score, best_score)
@@ -194,6 +196,7 @@ def anomaly_from_reconstruction(
     features: Callable[[torch.Tensor], torch.Tensor],
     kappa: float = 1.0,
     mask: torch.Tensor | None = None,
+    image_features: torch.Tensor | None = None,
 ) -> AnomalyOutput:
     """The f-AnoGAN score of windows given their reconstructions.
 
@@ -203,11 +206,16 @@ def anomaly_from_reconstruction(
         features: the critic's f(.), (B, 1, H, W) -> (B, D).
         kappa: weight of the feature residual.
         mask: optional (B, 1, H, W) in {0, 1}; residuals inside it only.
+        image_features: optional (B, D) f(images), already computed (then only the
+            reconstruction goes through the critic).
     """
     pixel_map, image_residual = image_residuals(images, reconstruction, mask)
-    # One critic pass over both halves: its layer norm is per sample, so this equals two.
-    both = features(torch.cat([images, reconstruction.to(images.dtype)])).float()  # (2B, D)
-    image_features, reconstruction_features = both.chunk(2)
+    if image_features is None:
+        # One critic pass over both halves: its layer norm is per sample, so this equals two.
+        both = features(torch.cat([images, reconstruction.to(images.dtype)])).float()  # (2B, D)
+        image_features, reconstruction_features = both.chunk(2)
+    else:
+        reconstruction_features = features(reconstruction.to(images.dtype)).float()
     feature_residual = (image_features - reconstruction_features).square().mean(dim=1)
     score = image_residual + kappa * feature_residual
     return AnomalyOutput(reconstruction, pixel_map, image_residual, feature_residual, score)
