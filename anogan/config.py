@@ -21,6 +21,7 @@ from anogan.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 IntensityMode = Literal["zscore", "percentile", "minmax"]
+Sampling = Literal["uniform", "balanced"]
 Aggregation = Literal["max", "mean", "topk"]
 Precision = Literal["fp32", "bf16"]
 
@@ -38,6 +39,10 @@ class DataConfig:
         intensity: per-slice normalisation. `zscore` standardises over the foreground and maps
             +-`zscore_clip` standard deviations to [-1, 1]; `percentile` maps the foreground's
             1st-99th percentiles to [-1, 1]; `minmax` the slice's range.
+        sampling: how training slices are drawn: `uniform`, or `balanced`, each slice in
+            inverse proportion to the number of training slices like it (see
+            `anogan.data.balance`), so that rare healthy kinds and single copies are learnt
+            as well as common kinds and slices stored many times over.
         zscore_clip: standard deviations mapped to the ends of [-1, 1] by `zscore`.
         foreground_threshold: fraction of the slice's robust intensity range above which a
             pixel counts as body rather than air.
@@ -53,6 +58,7 @@ class DataConfig:
     patch_size: int = 64
     patches_per_image: int = 1
     intensity: IntensityMode = "zscore"
+    sampling: Sampling = "uniform"
     zscore_clip: float = 3.0
     foreground_threshold: float = 0.08
     validation_fraction: float = 0.15

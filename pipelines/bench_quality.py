@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from anogan.config import Config, load_config, save_config
+from anogan.data.balance import sampling_weights
 from anogan.data.dataset import SliceSet, load_slices
 from anogan.data.groups import grouped_holdout, near_duplicate_groups
 from anogan.data.patches import PatchSampler
@@ -192,9 +193,9 @@ def _autoencoder_baseline(
 ) -> tuple[AutoEncoder, float, float]:
     """Train the autoencoder for `minutes` on the non-held slices; calibrate on the held."""
     keep = ~held
-    sampler = PatchSampler(
-        train.images[keep], train.masks[keep], config.data.patch_size, config.seed
-    )
+    images = train.images[keep]
+    weights = sampling_weights(images, config.data.sampling)  # as the GAN draws its slices
+    sampler = PatchSampler(images, train.masks[keep], config.data.patch_size, config.seed, weights)
     model = AutoEncoder(config.model, config.data.patch_size)
     result = train_autoencoder(
         model,

@@ -29,6 +29,7 @@ import torch
 from anogan import distributed
 from anogan.compute import Compute
 from anogan.config import Config, config_to_dict, flatten_config, load_config, save_config
+from anogan.data.balance import sampling_weights
 from anogan.data.dataset import SliceSet, load_slices
 from anogan.data.demo import build_demo
 from anogan.data.patches import PatchSampler
@@ -173,7 +174,8 @@ def _stages(
         len(validation),
         int(validation.labels.sum()),
     )
-    sampler = PatchSampler(train.images, train.masks, config.data.patch_size, config.seed)
+    weights = sampling_weights(train.images, config.data.sampling)
+    sampler = PatchSampler(train.images, train.masks, config.data.patch_size, config.seed, weights)
     model = FAnoGAN(config.model, config.data.patch_size)
     world = distributed.world_size()
     logger.info("Training on %s%s", compute.describe(), f" x {world} ranks" if world > 1 else "")

@@ -132,7 +132,9 @@ def test_autoencoder_learns_and_scores_like_the_gan(tiny_demo):
 def test_bench_quality_end_to_end_tracks_and_records(tiny_demo, mlflow_uri, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(json.dumps(TINY))  # JSON is YAML
+    # Balanced sampling, so that both the GAN's and the autoencoder's draws go through it.
+    config = {**TINY, "data": {**TINY["data"], "sampling": "balanced"}}
+    config_file.write_text(json.dumps(config))  # JSON is YAML
     results = tmp_path / "results.md"
     results.write_text("# Results\n\nearlier text\n")
     argv = ["--data", str(tiny_demo), "--config", str(config_file), "--out", str(tmp_path)]
@@ -159,6 +161,7 @@ def test_bench_quality_end_to_end_tracks_and_records(tiny_demo, mlflow_uri, monk
 
     run = MlflowClient(tracking_uri=mlflow_uri).get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
+    assert run.data.params.get("data.sampling") == "balanced"
     assert "bench/f-AnoGAN/roc_auc" in run.data.metrics
     assert "bench/autoencoder/pixel_roc_auc/all" in run.data.metrics
 

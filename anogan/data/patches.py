@@ -29,16 +29,26 @@ class PatchSampler:
             anywhere.
         patch_size: P, the window side; H and W must be at least P.
         seed: seeds the choice of slices and window centres.
+        weights: (N,) probability of drawing each slice (see `anogan.data.balance`), or None
+            to draw them uniformly.
     """
 
     def __init__(
-        self, images: torch.Tensor, masks: torch.Tensor, patch_size: int, seed: int
+        self,
+        images: torch.Tensor,
+        masks: torch.Tensor,
+        patch_size: int,
+        seed: int,
+        weights: np.ndarray | None = None,
     ) -> None:
         count, _, height, width = images.shape
         if count == 0:
             raise ValueError("PatchSampler needs at least one slice")
         if min(height, width) < patch_size:
             raise ValueError(f"slices of {height}x{width} are smaller than the {patch_size} window")
+        if weights is not None and (weights.shape != (count,) or not np.isclose(weights.sum(), 1)):
+            raise ValueError(f"weights must be {count} probabilities, got shape {weights.shape}")
+        self.weights = weights
         self.images = images
         self.patch_size = patch_size
         self.whole_slices = (height, width) == (patch_size, patch_size)
@@ -53,12 +63,15 @@ class PatchSampler:
         return int(self.images.shape[0])
 
     def sample(self, batch_size: int) -> torch.Tensor:
-        """A batch of windows, slices drawn uniformly with replacement.
+        """A batch of windows, slices drawn with replacement (uniformly, or by `weights`).
 
         Returns:
             (B, 1, P, P) float32 in [-1, 1].
         """
-        indices = self.generator.integers(0, len(self), size=batch_size)
+        if self.weights is None:
+            indices = self.generator.integers(0, len(self), size=batch_size)
+        else:
+            indices = self.generator.choice(len(self), size=batch_size, p=self.weights)
         if self.whole_slices:
             return self.images[torch.from_numpy(indices)]
         # A centre drawn uniformly from the slice's foreground pixels, as MONAI draws it.
