@@ -128,6 +128,11 @@ class ScoringConfig:
         target_fpr: false-positive rate on healthy validation images at the alarm threshold.
         batch_size: windows per forward pass.
         masked: compute residuals only inside the foreground mask.
+        mask_erosion: pixels of the model grid by which the foreground is shrunk before
+            windows are chosen, residuals taken and maps drawn (0: the mask as found). Its
+            outermost pixels are where the foreground threshold cuts through the edge of the
+            body, so that a reconstruction a pixel off leaves large residuals there on healthy
+            slices. A foreground no wider than the erosion keeps its mask.
         map_sigma: standard deviation, in model-grid pixels, of the Gaussian that smooths
             pixel anomaly maps inside the foreground (0: raw |x - G(E(x))|). Lesions are
             blobs while reconstruction error is speckled, so smoothing ranks lesion pixels
@@ -153,6 +158,7 @@ class ScoringConfig:
     target_fpr: float = 0.05
     batch_size: int = 64
     masked: bool = True
+    mask_erosion: int = 0
     map_sigma: float = 0.0
     flip: bool = False
     refine_steps: int = 0

@@ -19,6 +19,7 @@ from monai.data.utils import dense_patch_slices
 
 from anogan.compute import Compute
 from anogan.config import ComputeConfig, ScoringConfig
+from anogan.errors import ConfigError
 from anogan.models.fanogan import AnomalyOutput, FAnoGAN
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,10 @@ class WindowStream:
         self.compute = Compute(compute_config)
         # Scoring never differentiates, so every network may be compiled (`compute.compile`).
         self.model = self.compute.module(model.eval(), compiled=tuple(model.children()))
+        if config.mask_erosion < 0:
+            raise ConfigError(
+                f"scoring.mask_erosion must be 0 or more pixels, got {config.mask_erosion}"
+            )
         self.config = config
         self._pending: deque[_PendingSlice] = deque()
         self._queue: deque[tuple[_PendingSlice, tuple[slice, slice]]] = deque()
@@ -122,6 +127,7 @@ class WindowStream:
             mask: (1, H, W) in {0, 1}, the foreground.
         """
         _, height, width = image.shape
+        mask = erode_mask(mask, self.config.mask_erosion)
         positions = window_slices(height, width, self.model.image_size, self.config.overlap)
         chosen = plan_windows(mask, positions)
         pending = _PendingSlice(
@@ -223,6 +229,21 @@ class WindowStream:
             ),
             windows=len(item.window_scores),
         )
+
+
+def erode_mask(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """A (1, H, W) foreground in {0, 1} shrunk by `pixels` (a square structuring element).
+
+    Pixels beyond the slice's edge count as foreground, so that a body filling the slice keeps
+    its edge pixels. Where nothing would be left, the mask comes back as it was.
+    """
+    if pixels == 0:
+        return mask
+    background = 1.0 - (mask > 0).float()
+    # Max pooling pads with -inf, so the outside of the slice never spreads the background.
+    grown = F.max_pool2d(background.unsqueeze(0), 2 * pixels + 1, stride=1, padding=pixels)
+    eroded = (1.0 - grown[0]).to(mask.dtype)  # (1, H, W)
+    return eroded if eroded.any() else mask
 
 
 def smooth_map(pixel_map: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -137,3 +137,46 @@ def test_refined_scoring_sharpens_the_maps_and_keeps_the_scores():
     before = (images - plain.reconstructions).square().mean(dim=(1, 2, 3))
     assert (residual < before).all()  # the test can fail
     assert not torch.equal(refined.pixel_maps, plain.pixel_maps)
+
+
+def test_eroded_masks_shrink_by_the_given_pixels_and_never_vanish():
+    from anogan.scoring.scorer import erode_mask
+
+    mask = torch.zeros(1, 20, 20)
+    mask[:, 4:14, 5:15] = 1.0
+    eroded = erode_mask(mask, 2)
+    expected = torch.zeros(1, 20, 20)
+    expected[:, 6:12, 7:13] = 1.0
+    assert torch.equal(eroded, expected)
+    assert torch.equal(erode_mask(torch.ones(1, 8, 8), 1), torch.ones(1, 8, 8))  # slice edge
+    line = torch.zeros(1, 9, 9)
+    line[:, 4, :] = 1.0
+    assert torch.equal(erode_mask(line, 1), line)  # nothing would be left: kept as it was
+
+
+def test_mask_erosion_takes_residuals_inside_the_shrunk_foreground_only():
+    torch.manual_seed(0)
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    masks = torch.zeros_like(images)
+    masks[:, :, 4:28, 4:28] = 1
+    inner = torch.zeros_like(images)
+    inner[:, :, 5:27, 5:27] = 1  # without the outermost pixel of the foreground
+
+    plain = score_slices(model, images, masks, ScoringConfig(batch_size=4))
+    eroded = score_slices(model, images, masks, ScoringConfig(batch_size=4, mask_erosion=1))
+    given = score_slices(model, images, inner, ScoringConfig(batch_size=4))
+
+    assert not torch.allclose(plain.score, eroded.score)  # the test can fail
+    torch.testing.assert_close(eroded.score, given.score)
+    torch.testing.assert_close(eroded.pixel_maps, given.pixel_maps)
+    assert eroded.pixel_maps[(masks - inner) > 0].abs().max() == 0
+
+
+def test_a_negative_mask_erosion_is_a_config_error():
+    from anogan.errors import ConfigError
+
+    model = FAnoGAN(ModelConfig(latent_dim=16, channels=(8, 16, 32, 64)), 32)
+    images = torch.zeros(1, 1, 32, 32)
+    with pytest.raises(ConfigError, match="mask_erosion"):
+        score_slices(model, images, torch.ones_like(images), ScoringConfig(mask_erosion=-1))
