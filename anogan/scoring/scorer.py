@@ -103,16 +103,16 @@ class WindowStream:
     def __init__(
         self, model: FAnoGAN, config: ScoringConfig, compute: ComputeConfig | None = None
     ) -> None:
+        if config.mask_erosion < 0:
+            raise ConfigError(
+                f"scoring.mask_erosion must be 0 or more pixels, got {config.mask_erosion}"
+            )
         # NOTE: the threshold was set on fp32 scores; bf16 scores differ by about 1%, enough to
         # move slices across it, so scoring keeps fp32 and takes only device and layout.
         compute_config = replace(compute or ComputeConfig(device="cpu"), precision="fp32")
         self.compute = Compute(compute_config)
         # Scoring never differentiates, so every network may be compiled (`compute.compile`).
         self.model = self.compute.module(model.eval(), compiled=tuple(model.children()))
-        if config.mask_erosion < 0:
-            raise ConfigError(
-                f"scoring.mask_erosion must be 0 or more pixels, got {config.mask_erosion}"
-            )
         self.config = config
         self._pending: deque[_PendingSlice] = deque()
         self._queue: deque[tuple[_PendingSlice, tuple[slice, slice]]] = deque()
