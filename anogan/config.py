@@ -149,6 +149,11 @@ class ScoringConfig:
             passes: 10 steps made `anogan score` 6 times slower at 64 px.
         refine_step_size: Adam's learning rate for those steps, in latent units (the latent
             prior is a standard normal).
+        reference_k: subtract from each window's score the mean score of the k healthy
+            training windows nearest to it in the encoder's latent space (0: off; see
+            `anogan.scoring.reference`). Healthy anatomy the generator cannot draw then stops
+            scoring like a lesion. Needs a model file with a healthy reference (trained by
+            this version) and the masking and erosion it was trained with.
     """
 
     kappa: float = 1.0
@@ -163,6 +168,7 @@ class ScoringConfig:
     flip: bool = False
     refine_steps: int = 0
     refine_step_size: float = 0.05
+    reference_k: int = 0
 
 
 @dataclass(frozen=True)

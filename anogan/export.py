@@ -47,6 +47,7 @@ SCORE_COLUMNS = (
     "score",
     "image_residual",
     "feature_residual",
+    "reference",
     "flagged",
 )
 FAILURE_COLUMNS = ("source", "reason")
@@ -225,6 +226,7 @@ class OutputWriter:
                 "score": f"{result.score:.6g}",
                 "image_residual": f"{result.image_residual:.6g}",
                 "feature_residual": f"{result.feature_residual:.6g}",
+                "reference": f"{result.reference:.6g}",
                 "flagged": int(result.flagged),
             }
         )

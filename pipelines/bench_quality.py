@@ -11,7 +11,9 @@ Steps, all in one output folder:
      trained on, and never from the evaluated ones.
   2. `anogan train` on the rest (one MLflow run), calibrated on the held-back slices.
   3. The autoencoder baseline (`anogan.models.autoencoder`) of the same widths, trained on the
-     same windows for as long as step 2 took in all, calibrated on the same slices.
+     same windows for as long as step 2 took in all, calibrated on the same slices, and
+     scored as f-AnoGAN is but by its own residuals alone (a plain autoencoder has no healthy
+     reference: `scoring.reference_k` is 0 for it).
   4. Both, and the trivial per-image baselines, evaluated on the validation split
      (`anogan.evaluation.quality`), with synthetic lesions in its healthy slices.
   5. Figures logged to the MLflow run of step 2, written to evaluation.json/.md, checked
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from anogan.config import Config, load_config, save_config
+from anogan.config import Config, ScoringConfig, load_config, save_config
 from anogan.data.balance import sampling_weights
 from anogan.data.dataset import SliceSet, load_slices
 from anogan.data.groups import grouped_holdout, near_duplicate_groups
@@ -110,7 +112,11 @@ def run_quality(config: Config, data: str, out_dir: Path, track: bool, repeats: 
         ),
         evaluate_detector(
             ModelDetector(
-                autoencoder, config.scoring, config.compute, autoencoder_threshold, "autoencoder"
+                autoencoder,
+                _plain(config.scoring),
+                config.compute,
+                autoencoder_threshold,
+                "autoencoder",
             ),
             sets.slices,
             sets.lesioned,
@@ -206,12 +212,17 @@ def _autoencoder_baseline(
         max_minutes=minutes,
     )
     scores = score_slices(
-        model, train.images[held], train.masks[held], config.scoring, config.compute
+        model, train.images[held], train.masks[held], _plain(config.scoring), config.compute
     )
     calibration = calibrate(
         scores.score, scores.pixel_maps, train.masks[held], config.scoring.target_fpr
     )
     return model, calibration.threshold, result.minutes
+
+
+def _plain(scoring: ScoringConfig) -> ScoringConfig:
+    """The scoring options without the healthy reference, for the autoencoder baseline."""
+    return replace(scoring, reference_k=0)
 
 
 def _log_to_mlflow(

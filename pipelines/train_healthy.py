@@ -44,7 +44,7 @@ from anogan.evaluation.metrics import (
 from anogan.evaluation.plots import plot_curves
 from anogan.models.fanogan import FAnoGAN
 from anogan.scoring.calibrate import calibrate
-from anogan.scoring.scorer import score_slices
+from anogan.scoring.scorer import build_reference, score_slices
 from anogan.training.checkpoint import MODEL_FILE, save_model
 from anogan.training.encoder import EncoderTrainer
 from anogan.training.monitor import LocalRecorder, RunRecorder
@@ -214,6 +214,9 @@ def _stages(
     )
     if not distributed.is_main():
         return TrainingSummary(run_dir, run_dir / "model" / MODEL_FILE, state.get("run_id"), {})
+    model.reference = build_reference(
+        model, train.images, train.masks, config.scoring, config.compute, config.seed
+    )
     return _evaluate_and_save(config, model, dataset, validation, run_dir, state, recorder)
 
 

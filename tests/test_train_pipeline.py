@@ -52,6 +52,13 @@ def test_pipeline_tracks_params_metrics_artifacts_and_model(
         == score_slices(local.model, images, masks.float(), local.config.scoring).score.tolist()
     )
     assert loaded.calibration["threshold"] == summary.metrics["threshold"]
+    # the healthy reference: one latent and two score terms for each training window (at most
+    # 4096), taken with the run's masking
+    reference = loaded.model.reference
+    assert 0 < len(reference) <= 4096
+    assert reference.latents.shape == (len(reference), 16)
+    assert reference.image_residual.shape == reference.feature_residual.shape == (len(reference), 2)
+    assert (reference.image_residual >= 0).all() and reference.masked == tiny_config.scoring.masked
 
 
 def test_resume_finishes_an_interrupted_run(tiny_config, tiny_demo, tmp_path):

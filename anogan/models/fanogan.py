@@ -12,7 +12,7 @@ comes from a refined latent: a few gradient steps on that same score, AnoGAN's i
 
 import logging
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 from torch import nn
@@ -21,6 +21,9 @@ from anogan.config import ModelConfig
 from anogan.models.critic import Critic
 from anogan.models.encoder import Encoder
 from anogan.models.generator import Generator
+
+if TYPE_CHECKING:
+    from anogan.scoring.reference import HealthyReference
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,11 @@ class FAnoGAN(nn.Module):
     Args:
         config: network widths and latent size.
         image_size: H = W of the windows the networks take.
+
+    Attributes:
+        reference: latents and scores of healthy training windows, kept for
+            `scoring.reference_k` (`anogan.scoring.reference`); None until training has made
+            one. Not a weight: the model file stores it beside the state dict.
     """
 
     def __init__(self, config: ModelConfig, image_size: int) -> None:
@@ -58,6 +66,7 @@ class FAnoGAN(nn.Module):
         self.generator = Generator(config.latent_dim, config.channels, image_size)
         self.critic = Critic(config.channels, image_size)
         self.encoder = Encoder(config.latent_dim, config.channels, image_size, config.latent_bound)
+        self.reference: HealthyReference | None = None
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Args: images: (B, 1, H, W) in [-1, 1]. Returns: G(E(images)), same shape."""

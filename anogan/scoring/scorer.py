@@ -21,6 +21,7 @@ from anogan.compute import Compute
 from anogan.config import ComputeConfig, ScoringConfig
 from anogan.errors import ConfigError
 from anogan.models.fanogan import AnomalyOutput, FAnoGAN
+from anogan.scoring.reference import REFERENCE_WINDOWS, HealthyReference, ReferenceLookup
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ class SliceScores:
     """Results for S slices of one shape.
 
     Attributes:
-        score: (S,) aggregated f-AnoGAN score, higher is more anomalous.
+        score: (S,) aggregated f-AnoGAN score, higher is more anomalous; less the healthy
+            reference where `scoring.reference_k` is set.
         image_residual: (S,) the image term of the windows the score came from.
         feature_residual: (S,) the feature term of those windows.
+        reference: (S,) the healthy reference subtracted from those windows (0 when off).
         pixel_maps: (S, 1, H, W) >= 0, stitched |x - x_hat|, zero outside the foreground.
         reconstructions: (S, 1, H, W) in [-1, 1], stitched x_hat: G(E(x)), or G of the
             refined latent (`scoring.refine_steps`).
@@ -43,6 +46,7 @@ class SliceScores:
     score: torch.Tensor
     image_residual: torch.Tensor
     feature_residual: torch.Tensor
+    reference: torch.Tensor
     pixel_maps: torch.Tensor
     reconstructions: torch.Tensor
 
@@ -53,9 +57,11 @@ class ScoredSlice:
 
     Attributes:
         key: whatever the caller tagged the slice with.
-        score: aggregated f-AnoGAN score, higher is more anomalous.
+        score: aggregated f-AnoGAN score, higher is more anomalous; less the healthy
+            reference where `scoring.reference_k` is set.
         image_residual: the image term of the windows the score came from.
         feature_residual: the feature term of those windows.
+        reference: the healthy reference subtracted from those windows (0 when off).
         image: (1, H, W) in [-1, 1], the model input.
         pixel_map: (1, H, W) >= 0, stitched |x - x_hat|, zero outside the foreground when
             scoring is masked.
@@ -68,6 +74,7 @@ class ScoredSlice:
     score: float
     image_residual: float
     feature_residual: float
+    reference: float
     image: torch.Tensor
     pixel_map: torch.Tensor
     reconstruction: torch.Tensor
@@ -83,7 +90,7 @@ class _PendingSlice:
     reconstructions: torch.Tensor
     coverage: torch.Tensor
     remaining: int
-    window_scores: list[tuple[float, float, float]] = field(default_factory=list)
+    window_scores: list[tuple[float, float, float, float]] = field(default_factory=list)
 
 
 class WindowStream:
@@ -98,6 +105,10 @@ class WindowStream:
         config: overlap, aggregation, kappa, batch size, masking.
         compute: device, memory layout and compilation (default: CPU, NCHW, eager). Scores
             are always taken in fp32, whatever `compute.precision` says.
+
+    Raises:
+        ConfigError: a negative erosion, or `reference_k` set for a model without a healthy
+            reference or with other masking than the reference was taken with.
     """
 
     def __init__(
@@ -107,6 +118,11 @@ class WindowStream:
             raise ConfigError(
                 f"scoring.mask_erosion must be 0 or more pixels, got {config.mask_erosion}"
             )
+        if config.reference_k < 0:
+            raise ConfigError(
+                f"scoring.reference_k must be 0 (off) or more windows, got {config.reference_k}"
+            )
+        self._lookup = _reference_lookup(model, config)
         # NOTE: the threshold was set on fp32 scores; bf16 scores differ by about 1%, enough to
         # move slices across it, so scoring keeps fp32 and takes only device and layout.
         compute_config = replace(compute or ComputeConfig(device="cpu"), precision="fp32")
@@ -178,19 +194,46 @@ class WindowStream:
                 feature_residual=(output.feature_residual + mirrored.feature_residual) / 2,
                 score=(output.score + mirrored.score) / 2,
             )
+        reference = torch.zeros(window_images.shape[0], dtype=torch.float64)
+        if self._lookup is not None:
+            reference = self._lookup(self.latents(window_images))
         for index, (item, (rows, columns)) in enumerate(chunk):
             item.maps[:, rows, columns] += output.pixel_map[index]
             item.reconstructions[:, rows, columns] += output.reconstruction[index]
             item.coverage[:, rows, columns] += 1.0
             item.window_scores.append(
                 (
-                    output.score[index].item(),
+                    output.score[index].item() - reference[index].item(),
                     output.image_residual[index].item(),
                     output.feature_residual[index].item(),
+                    reference[index].item(),
                 )
             )
             item.remaining -= 1
         self.windows_scored += count
+
+    @torch.inference_mode()
+    def window_terms(
+        self, images: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latents and both score terms of windows, as given and mirrored (no reference).
+
+        Args:
+            images: (B, 1, P, P) in [-1, 1] windows of the model's size.
+            masks: (B, 1, P, P) in {0, 1}, their foreground, already eroded.
+
+        Returns:
+            (B, Z) latents E(x), (B, 2) image terms and (B, 2) feature terms, fp32 on the CPU.
+        """
+        plain = self._anomaly(images, masks)
+        mirrored = self._anomaly(images.flip(-1), masks.flip(-1))
+        image_terms = torch.stack([plain.image_residual, mirrored.image_residual], dim=1)
+        feature_terms = torch.stack([plain.feature_residual, mirrored.feature_residual], dim=1)
+        return self.latents(images), image_terms, feature_terms
+
+    def latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, Z) E(x) of (B, 1, P, P) windows, fp32 on the CPU."""
+        return self.model.encoder(self.compute.images(images)).float().cpu()
 
     def _anomaly(self, images: torch.Tensor, masks: torch.Tensor) -> AnomalyOutput:
         """The model's per-window output for (B, 1, P, P) windows, in fp32 on the CPU."""
@@ -216,12 +259,15 @@ class WindowStream:
             pixel_map = pixel_map * item.mask
         if self.config.map_sigma > 0:
             pixel_map = smooth_map(pixel_map, item.mask, self.config.map_sigma)
-        score, image_residual, feature_residual = aggregate_windows(item.window_scores, self.config)
+        score, image_residual, feature_residual, reference = aggregate_windows(
+            item.window_scores, self.config
+        )
         return ScoredSlice(
             key=item.key,
             score=score,
             image_residual=image_residual,
             feature_residual=feature_residual,
+            reference=reference,
             image=item.image,
             pixel_map=pixel_map,
             reconstruction=torch.where(
@@ -307,6 +353,7 @@ def score_slices(
         score=torch.tensor([result.score for result in results]),
         image_residual=torch.tensor([result.image_residual for result in results]),
         feature_residual=torch.tensor([result.feature_residual for result in results]),
+        reference=torch.tensor([result.reference for result in results]),
         pixel_maps=torch.stack([result.pixel_map for result in results]),
         reconstructions=torch.stack([result.reconstruction for result in results]),
     )
@@ -328,19 +375,88 @@ def plan_windows(mask: torch.Tensor, positions: list[tuple[slice, slice]]) -> li
 
 
 def aggregate_windows(
-    window_scores: list[tuple[float, float, float]], config: ScoringConfig
-) -> tuple[float, float, float]:
-    """A slice's score from its windows' (score, image residual, feature residual).
+    window_scores: list[tuple[float, float, float, float]], config: ScoringConfig
+) -> tuple[float, float, float, float]:
+    """A slice's score from its windows' (score, image residual, feature residual, reference).
 
     NOTE: `topk` (the mean of the k highest windows) is the default: a lesion fills a few
     windows of a large slice, so the mean dilutes it, while the single maximum follows the
     noisiest window of healthy slices too.
     """
-    table = torch.tensor(window_scores, dtype=torch.float64)  # (windows, 3)
+    table = torch.tensor(window_scores, dtype=torch.float64)  # (windows, 4)
     if config.aggregation == "mean":
         row = table.mean(dim=0)
     else:
         count = 1 if config.aggregation == "max" else min(config.top_k, len(window_scores))
         top = table[:, 0].topk(count).indices
         row = table[top].mean(dim=0)
-    return float(row[0]), float(row[1]), float(row[2])
+    return float(row[0]), float(row[1]), float(row[2]), float(row[3])
+
+
+def build_reference(
+    model: FAnoGAN,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    config: ScoringConfig,
+    compute: ComputeConfig | None = None,
+    seed: int = 0,
+    limit: int = REFERENCE_WINDOWS,
+) -> HealthyReference:
+    """The healthy reference of a trained model, from the windows of its training slices.
+
+    The windows are those the scorer would score on these slices (same grid, erosion and
+    foreground rule); where there are more than `limit`, a seeded random `limit` of them.
+
+    Args:
+        model: the trained triple.
+        images: (S, 1, H, W) in [-1, 1], healthy training slices.
+        masks: (S, 1, H, W) in {0, 1}, their foreground.
+        config: overlap, masking, erosion and batch size (kappa and flip are applied later).
+        compute: device and layout, as for WindowStream.
+        seed: fixes the subsample.
+        limit: windows kept at most.
+    """
+    stream = WindowStream(model, replace(config, reference_k=0, refine_steps=0), compute)
+    size = model.image_size
+    windows: list[tuple[int, slice, slice]] = []
+    eroded = []
+    for index in range(images.shape[0]):
+        mask = erode_mask(masks[index], config.mask_erosion)
+        eroded.append(mask)
+        _, height, width = mask.shape
+        positions = window_slices(height, width, size, config.overlap)
+        windows.extend((index, *positions[chosen]) for chosen in plan_windows(mask, positions))
+    if len(windows) > limit:
+        generator = torch.Generator().manual_seed(seed)
+        keep = torch.randperm(len(windows), generator=generator)[:limit].sort().values
+        windows = [windows[position] for position in keep.tolist()]
+
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for start in range(0, len(windows), config.batch_size):
+        batch = windows[start : start + config.batch_size]
+        window_images = torch.stack([images[index][:, rows, cols] for index, rows, cols in batch])
+        window_masks = torch.stack([eroded[index][:, rows, cols] for index, rows, cols in batch])
+        parts.append(stream.window_terms(window_images, window_masks))
+    latents, image_terms, feature_terms = (torch.cat(part) for part in zip(*parts, strict=True))
+    logger.info("Healthy reference: %d training windows", len(windows))
+    return HealthyReference(
+        latents=latents,
+        image_residual=image_terms.double(),
+        feature_residual=feature_terms.double(),
+        masked=config.masked,
+        mask_erosion=config.mask_erosion,
+    )
+
+
+def _reference_lookup(model: FAnoGAN, config: ScoringConfig) -> ReferenceLookup | None:
+    """The lookup `reference_k` asks for, or None when it is 0."""
+    if config.reference_k == 0:
+        return None
+    reference = getattr(model, "reference", None)
+    if reference is None:
+        raise ConfigError(
+            f"scoring.reference_k is {config.reference_k}, but this model has no healthy "
+            "reference (model files written before anogan kept one, or a baseline); set "
+            "scoring.reference_k=0 or retrain"
+        )
+    return ReferenceLookup(reference, config)

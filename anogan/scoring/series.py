@@ -51,6 +51,7 @@ class SliceResult:
         score: aggregated f-AnoGAN score, higher is more anomalous.
         image_residual: the image term of the score.
         feature_residual: the feature term of the score.
+        reference: the healthy reference subtracted from the score (0 when off).
         flagged: the score is above the calibrated threshold.
         pixel_map: (H, W) float32 >= 0, |x - G(E(x))| on the input grid.
         scored: the slice on the model grid, with its image and reconstruction.
@@ -62,6 +63,7 @@ class SliceResult:
     score: float
     image_residual: float
     feature_residual: float
+    reference: float
     flagged: bool
     pixel_map: np.ndarray
     scored: ScoredSlice
@@ -255,6 +257,7 @@ class SeriesScorer:
             score=scored.score,
             image_residual=scored.image_residual,
             feature_residual=scored.feature_residual,
+            reference=scored.reference,
             flagged=scored.score > self.calibration.threshold,
             pixel_map=pixel_map.clamp(min=0.0).numpy().astype(np.float32),
             scored=scored,

@@ -20,6 +20,7 @@ import torch
 from anogan.config import Config, config_from_dict, config_to_dict
 from anogan.errors import CheckpointError
 from anogan.models.fanogan import FAnoGAN
+from anogan.scoring.reference import HealthyReference
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +171,8 @@ def save_model(
         "calibration": calibration,
         "info": info,
     }
+    if model.reference is not None:
+        payload["reference"] = model.reference.to_dict()
     return save_checkpoint(payload, path)
 
 
@@ -194,6 +197,8 @@ def load_model(path: str | Path) -> TrainedModel:
         model.load_state_dict(record["state"])
     except RuntimeError as error:
         raise CheckpointError(f"{path}: weights do not match the stored config ({error})") from None
+    if "reference" in record:
+        model.reference = HealthyReference.from_dict(record["reference"])
     model.eval()
     info = {**record.get("info", {}), "sha256": file_sha256(path)}
     return TrainedModel(model, config, record["calibration"], info, path)
