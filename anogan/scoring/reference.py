@@ -82,6 +82,7 @@ class HealthyReference:
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> "HealthyReference":
+        """The reference `to_dict` wrote, as read back from a model file."""
         return cls(
             latents=record["latents"].float(),
             image_residual=record["image_residual"].double(),
