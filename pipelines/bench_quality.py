@@ -3,6 +3,7 @@ otherwise pick.
 
     python -m pipelines.benchmark quality --data ../shared/data/brain-tumor-mri-128 \\
         [--config configs/brain-mri.yaml] [--set key=value ...] [--out runs/bench-quality]
+        [--split-only]
 
 Steps, all in one output folder:
   1. The healthy training inputs are grouped by near-duplicates (`anogan.data.groups`), and
@@ -19,6 +20,10 @@ Steps, all in one output folder:
   5. Figures logged to the MLflow run of step 2, written to evaluation.json/.md, checked
      against the targets, and (unless --no-record) put into benchmarks/results.md with the
      exact command.
+
+`--split-only` stops after step 1: the manifest it writes lets several trainings of one
+config (`anogan train --data MANIFEST`) be compared on the same held-back groups without the
+autoencoder.
 """
 
 import argparse
@@ -38,7 +43,7 @@ from anogan.data.balance import sampling_weights
 from anogan.data.dataset import SliceSet, load_slices
 from anogan.data.groups import grouped_holdout, near_duplicate_groups
 from anogan.data.patches import PatchSampler
-from anogan.data.sources import DataItem, resolve_data
+from anogan.data.sources import DataItem, DataSet, resolve_data
 from anogan.errors import AnoganError, DataError
 from anogan.evaluation.evaluate import load_evaluation_sets, write_results
 from anogan.evaluation.quality import (
@@ -72,23 +77,7 @@ TARGETS = {  # from the issue that asked for this benchmark
 
 def run_quality(config: Config, data: str, out_dir: Path, track: bool, repeats: int) -> dict:
     """Steps 1-5 of the module docstring, minus the results file; returns the summary."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, out_dir / "config.yaml")
-    dataset = resolve_data(data, "auto", config.data.validation_fraction, config.seed)
-    if not dataset.validation:
-        raise DataError(f"{data}: no validation split to evaluate on")
-
-    train_items = dataset.train
-    train = load_slices(train_items, config.data, "healthy training slices", drop_empty=True)
-    held = _calibration_holdout(train, config)
-    held_items = sorted(set(train.item_index[held].tolist()))
-    manifest = _write_manifest(out_dir / "manifest.csv", train_items, set(held_items))
-    logger.info(
-        "Holding back %d of %d training inputs (%d slices) for calibration",
-        len(held_items),
-        len(train_items),
-        int(held.sum()),
-    )
+    dataset, train, held, manifest = write_split(config, data, out_dir)
 
     started = time.monotonic()
     run_config = replace(config, output_dir=str(out_dir / "runs"))
@@ -149,6 +138,40 @@ def run_quality(config: Config, data: str, out_dir: Path, track: bool, repeats: 
         "run_id": summary.run_id,
         "out_dir": out_dir,
     }
+
+
+def write_split(
+    config: Config, data: str, out_dir: Path
+) -> tuple[DataSet, SliceSet, np.ndarray, Path]:
+    """Step 1: hold back calibration groups and write `manifest.csv` and `config.yaml`.
+
+    The split depends only on the data, `data.validation_fraction` and `seed`, so trainings
+    given the manifest (`--split-only`) see the same held-back groups as a full run.
+
+    Returns:
+        The data set, its healthy training slices, a (slices,) bool array of the held-back
+        ones, and the manifest's path.
+
+    Raises:
+        DataError: no validation split, or too few near-duplicate groups to hold some back.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, out_dir / "config.yaml")
+    dataset = resolve_data(data, "auto", config.data.validation_fraction, config.seed)
+    if not dataset.validation:
+        raise DataError(f"{data}: no validation split to evaluate on")
+
+    train = load_slices(dataset.train, config.data, "healthy training slices", drop_empty=True)
+    held = _calibration_holdout(train, config)
+    held_items = set(train.item_index[held].tolist())
+    manifest = _write_manifest(out_dir / "manifest.csv", dataset.train, held_items)
+    logger.info(
+        "Holding back %d of %d training inputs (%d slices) for calibration",
+        len(held_items),
+        len(dataset.train),
+        int(held.sum()),
+    )
+    return dataset, train, held, manifest
 
 
 def check_targets(figures: list[DetectorFigures], training_minutes: float) -> dict[str, dict]:
@@ -293,6 +316,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--no-record", action="store_true", help="leave results.md alone")
     parser.add_argument("--results", default=str(RESULTS_FILE), help="results file to update")
+    parser.add_argument(
+        "--split-only",
+        action="store_true",
+        help="write the manifest with the held-back calibration groups, then stop (no training)",
+    )
     return parser.parse_args(argv)
 
 
@@ -304,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out) / time.strftime("%Y%m%d-%H%M%S")
     try:
         config = load_config(args.config, args.set)
+        if args.split_only:
+            manifest = write_split(config, args.data, out_dir)[3]
+            print(f"Manifest: {manifest} (train with --data {manifest})")
+            return 0
         outcome = run_quality(config, args.data, out_dir, not args.no_mlflow, args.repeats)
     except AnoganError as error:
         print(f"benchmark quality: error: {error}", file=sys.stderr)

@@ -158,6 +158,13 @@ def test_bench_quality_end_to_end_tracks_and_records(tiny_demo, mlflow_uri, monk
     rows = (out_dir / "manifest.csv").read_text().splitlines()[1:]
     assert {row.rsplit(",", 1)[1] for row in rows} == {"train", "calibration"}
     assert not any("dev_val" in row for row in rows)
+    # --split-only holds back the same groups without training anything.
+    split_dir = tmp_path / "split"
+    argv_split = ["--data", str(tiny_demo), "--config", str(config_file), "--out", str(split_dir)]
+    assert bench_quality.main([*argv_split, "--split-only"]) == 0
+    (split_folder,) = split_dir.iterdir()
+    assert sorted(path.name for path in split_folder.iterdir()) == ["config.yaml", "manifest.csv"]
+    assert (split_folder / "manifest.csv").read_text().splitlines()[1:] == rows
 
     run = MlflowClient(tracking_uri=mlflow_uri).get_run(summary["run_id"])
     assert run.info.status == "FINISHED"
