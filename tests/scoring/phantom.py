@@ -27,17 +27,27 @@ ITERATIONS = 500  # WGAN-GP and izi_f iterations of the tiny model
 # with 20 slices at 5% a 9-healthy-slice volume had a one-in-three chance of a false flag,
 # and any change to the random streams of training could set it off.
 CALIBRATION_SLICES = 200
+# Even so, a healthy slice as extreme as the most extreme of those 200 is flagged, and which
+# one is the most extreme moves with the CPU's rounding (an Intel Xeon flagged a healthy slice
+# of the volume below by 8e-5 over the threshold where an AMD EPYC did not). Test volumes draw
+# their healthy slices from the middle half of the jitter, well inside what calibration saw.
+VOLUME_SPREAD = 0.5
 _MODELS: dict[Path, Path] = {}  # training root -> model folder, one training per test process
 
 
-def phantom(rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
-    """One healthy slice, (size, size) float32 in [0, 1]."""
+def phantom(rng: np.random.Generator, size: int = SIZE, spread: float = 1.0) -> np.ndarray:
+    """One healthy slice, (size, size) float32 in [0, 1].
+
+    `spread` scales the jitter: 1 for training and calibration slices (centre within 1 px,
+    rim contrast within 10%), less for slices a test expects to stay below the threshold.
+    """
     rows, columns = np.mgrid[0:size, 0:size].astype(np.float32)
-    centre_row, centre_column = size / 2 + rng.uniform(-1, 1, 2)
+    centre_row, centre_column = size / 2 + rng.uniform(-spread, spread, 2)
     radius = np.hypot(
         (rows - centre_row) / (size * 0.38), (columns - centre_column) / (size * 0.34)
     )
-    image = np.where(radius <= 1, 0.35 + 0.3 * radius**2 * rng.uniform(0.9, 1.1), 0.0)
+    contrast = rng.uniform(1 - 0.1 * spread, 1 + 0.1 * spread)
+    image = np.where(radius <= 1, 0.35 + 0.3 * radius**2 * contrast, 0.0)
     return ndimage.gaussian_filter(image, 1.0).astype(np.float32)
 
 
@@ -56,9 +66,12 @@ def with_lesion(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def lesion_volume(
     slices: int, lesion_slices: tuple[int, ...], seed: int = 7
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(S, H, W) float32 phantom slices in [0, 1], a lesion in `lesion_slices`; and its mask."""
+    """(S, H, W) float32 phantom slices in [0, 1], a lesion in `lesion_slices`; and its mask.
+
+    The slices are drawn from the middle half of the healthy jitter (`VOLUME_SPREAD`).
+    """
     rng = np.random.default_rng(seed)
-    volume = np.stack([phantom(rng) for _ in range(slices)])
+    volume = np.stack([phantom(rng, spread=VOLUME_SPREAD) for _ in range(slices)])
     masks = np.zeros(volume.shape, dtype=bool)
     for index in lesion_slices:
         masks[index] = lesion_mask()
