@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 IntensityMode = Literal["zscore", "percentile", "minmax"]
 Sampling = Literal["uniform", "balanced"]
 Aggregation = Literal["max", "mean", "topk"]
+ImageResidual = Literal["squared", "luminance"]
 Precision = Literal["fp32", "bf16"]
 
 
@@ -121,6 +122,13 @@ class ScoringConfig:
 
     Attributes:
         kappa: weight of the feature residual in the anomaly score.
+        residual: the image term of the score. `squared`: the mean squared residual
+            (x - G(E(x)))^2, as in f-AnoGAN. `luminance`: the mean of SSIM's luminance
+            dissimilarity between x and G(E(x)) on the standardised intensities
+            (`anogan.models.fanogan.luminance_dissimilarity`): bounded and scale-free, so
+            that a region reconstructed darker than the slice's mean where it is brighter
+            counts fully whatever the slice's contrast. Pixel maps stay |x - G(E(x))| either
+            way, and latent refinement always lowers the squared score.
         overlap: fraction of a window shared with its neighbour when sliding.
         aggregation: slice score from its window scores: `max`, `mean`, or `topk` (the mean
             of the `top_k` highest windows).
@@ -157,6 +165,7 @@ class ScoringConfig:
     """
 
     kappa: float = 1.0
+    residual: ImageResidual = "squared"
     overlap: float = 0.5
     aggregation: Aggregation = "topk"
     top_k: int = 3

@@ -40,7 +40,7 @@ def test_override_config_changes_only_the_allowed_sections():
         config, ["scoring.refine_steps=5", "scoring.flip=false"], ("scoring",)
     )
     assert changed.scoring.refine_steps == 5 and changed.scoring.flip is False
-    assert changed.wgan == config.wgan and config.scoring.refine_steps == 10
+    assert changed.wgan == config.wgan and config.scoring.refine_steps == 20
 
     with pytest.raises(ConfigError, match=r"'wgan.lr=1'.*only scoring\.\*"):
         override_config(config, ["wgan.lr=1"], ("scoring",))

@@ -12,7 +12,7 @@ import logging
 import torch
 from torch import nn
 
-from anogan.config import ModelConfig
+from anogan.config import ImageResidual, ModelConfig
 from anogan.models.encoder import Encoder
 from anogan.models.fanogan import AnomalyOutput, image_residuals
 from anogan.models.generator import Generator
@@ -45,6 +45,7 @@ class AutoEncoder(nn.Module):
         mask: torch.Tensor | None = None,
         refine_steps: int = 0,
         refine_step_size: float = 0.0,
+        residual: ImageResidual = "squared",
     ) -> AnomalyOutput:
         """Reconstruction error per window; `kappa` and refinement are ignored (there is no
         critic, and no latent prior to refine towards).
@@ -54,8 +55,9 @@ class AutoEncoder(nn.Module):
             kappa: unused, for the FAnoGAN signature.
             mask: optional (B, 1, H, W) foreground; the error is taken inside it only.
             refine_steps, refine_step_size: unused, for the FAnoGAN signature.
+            residual: the error, `squared` or `luminance`, as for FAnoGAN.
         """
         reconstruction = self(images).float()
-        pixel_map, image_residual = image_residuals(images, reconstruction, mask)
+        pixel_map, image_residual = image_residuals(images, reconstruction, mask, residual)
         zeros = torch.zeros_like(image_residual)
         return AnomalyOutput(reconstruction, pixel_map, image_residual, zeros, image_residual)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from anogan.config import ScoringConfig
+from anogan.config import ImageResidual, ScoringConfig
 from anogan.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class HealthyReference:
         feature_residual: (N, 2) the feature term, likewise.
         masked: whether the terms were taken inside the foreground only.
         mask_erosion: pixels by which that foreground was shrunk.
+        residual: the image term they hold, `squared` or `luminance`.
     """
 
     latents: torch.Tensor
@@ -41,6 +42,7 @@ class HealthyReference:
     feature_residual: torch.Tensor
     masked: bool
     mask_erosion: int
+    residual: ImageResidual = "squared"
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -54,20 +56,22 @@ class HealthyReference:
         """Refuse a scoring config whose residuals differ from those the reference holds.
 
         Raises:
-            ConfigError: `reference_k` above the windows held, or masking or erosion changed
-                since training.
+            ConfigError: `reference_k` above the windows held, or masking, erosion or the
+                image term changed since training.
         """
         if config.reference_k > len(self):
             raise ConfigError(
                 f"scoring.reference_k is {config.reference_k}, but the model's healthy reference "
                 f"holds {len(self)} training windows; set it to at most {len(self)}"
             )
-        if (config.masked, config.mask_erosion) != (self.masked, self.mask_erosion):
+        taken = (self.masked, self.mask_erosion, self.residual)
+        asked = (config.masked, config.mask_erosion, config.residual)
+        if asked != taken:
             raise ConfigError(
                 "scoring.reference_k needs the residuals the reference was taken with: "
-                f"scoring.masked {self.masked} and scoring.mask_erosion {self.mask_erosion}, "
-                f"got {config.masked} and {config.mask_erosion}; keep those or set "
-                "scoring.reference_k=0"
+                "scoring.masked, scoring.mask_erosion and scoring.residual "
+                f"{' / '.join(map(str, taken))}, got {' / '.join(map(str, asked))}; keep those "
+                "or set scoring.reference_k=0"
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,6 +82,7 @@ class HealthyReference:
             "feature_residual": self.feature_residual,
             "masked": self.masked,
             "mask_erosion": self.mask_erosion,
+            "residual": self.residual,
         }
 
     @classmethod
@@ -89,6 +94,8 @@ class HealthyReference:
             feature_residual=record["feature_residual"].double(),
             masked=bool(record["masked"]),
             mask_erosion=int(record["mask_erosion"]),
+            # Model files from before the option hold squared residuals.
+            residual=record.get("residual", "squared"),
         )
 
 

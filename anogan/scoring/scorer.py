@@ -243,6 +243,7 @@ class WindowStream:
             self.compute.images(masks) if self.config.masked else None,
             self.config.refine_steps,
             self.config.refine_step_size,
+            self.config.residual,
         )
         return AnomalyOutput(*(tensor.float().cpu() for tensor in output))
 
@@ -445,6 +446,7 @@ def build_reference(
         feature_residual=feature_terms.double(),
         masked=config.masked,
         mask_erosion=config.mask_erosion,
+        residual=config.residual,
     )
 
 

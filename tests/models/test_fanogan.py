@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from anogan.config import ModelConfig
-from anogan.models.fanogan import FAnoGAN, anomaly_from_reconstruction
+from anogan.models.fanogan import FAnoGAN, anomaly_from_reconstruction, luminance_dissimilarity
 
 
 @pytest.fixture
@@ -41,6 +41,48 @@ def test_score_is_image_residual_plus_kappa_feature_residual(model):
     expected_image = (images - output.reconstruction).square().mean(dim=(1, 2, 3))
     assert torch.allclose(output.image_residual, expected_image)
     assert torch.allclose(output.score, expected_image + 2.5 * output.feature_residual)
+
+
+def test_luminance_term_is_zero_when_equal_bounded_and_blind_to_a_common_scale():
+    torch.manual_seed(2)
+    images = torch.rand(3, 1, 24, 24) * 2 - 1
+    assert luminance_dissimilarity(images, images.clone()).max() == 0
+    term = luminance_dissimilarity(images, torch.rand_like(images) * 2 - 1)
+    assert term.shape == images.shape and term.min() >= 0 and term.max() <= 2
+
+    # Two flat regions, drawn off by 0.1 and 0.3: away from their border the term is the
+    # same when both images are scaled by one half (a flatter slice), up to C1.
+    regions = torch.full((1, 1, 24, 24), 0.5)
+    regions[..., 12:] = -0.4
+    drawn = regions + torch.where(regions > 0, 0.1, -0.3)
+    away = (..., slice(None), [*range(0, 6), *range(18, 24)])
+    sharp = luminance_dissimilarity(regions, drawn)[away]
+    flat = luminance_dissimilarity(0.5 * regions, 0.5 * drawn)[away]
+    assert sharp.min() > 0.01
+    torch.testing.assert_close(flat, sharp, rtol=0.01, atol=0)
+
+
+def test_luminance_term_counts_a_region_drawn_on_the_wrong_side_of_the_mean():
+    images = torch.full((2, 1, 32, 32), 0.2)  # a uniform region above the slice's mean
+    same_side = torch.full_like(images, 0.1)  # drawn dimmer: squared 0.01, luminance 0.2
+    wrong_side = torch.full_like(images, -0.1)  # drawn below the mean: squared 0.09, luminance 1.8
+    low = luminance_dissimilarity(images, same_side)
+    high = luminance_dissimilarity(images, wrong_side)
+    assert low.mean().item() == pytest.approx(0.01 / 0.05, rel=0.01)
+    assert high.mean().item() == pytest.approx(0.09 / 0.05, rel=0.01)
+
+
+def test_the_luminance_residual_is_the_image_term_of_the_score(model):
+    images = torch.rand(2, 1, 32, 32) * 2 - 1
+    mask = torch.zeros_like(images)
+    mask[:, :, 4:28, 6:26] = 1
+    output = model.anomaly(images, kappa=0.5, mask=mask, residual="luminance")
+    term = luminance_dissimilarity(images, output.reconstruction)
+    expected = (term * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3))
+    torch.testing.assert_close(output.image_residual, expected)
+    torch.testing.assert_close(output.score, expected + 0.5 * output.feature_residual)
+    # the map is still |x - x_hat| inside the foreground
+    torch.testing.assert_close(output.pixel_map, (images - output.reconstruction).abs() * mask)
 
 
 def test_mask_restricts_residual_to_foreground(model):

@@ -87,14 +87,18 @@ def test_the_reference_keeps_a_seeded_subsample_of_windows():
     assert len(set(nearest.indices.tolist())) == 10
 
 
-def test_a_reloaded_model_keeps_its_reference_and_scores_identically(tiny_config, tmp_path):
+@pytest.mark.parametrize("residual", ["squared", "luminance"])
+def test_a_reloaded_model_keeps_its_reference_and_scores_identically(
+    tiny_config, tmp_path, residual
+):
     _, images, masks = _model_and_slices(count=8, size=tiny_config.data.patch_size)
     model = FAnoGAN(tiny_config.model, tiny_config.data.patch_size).eval()
-    config = ScoringConfig(batch_size=4, reference_k=2)
+    config = ScoringConfig(batch_size=4, reference_k=2, residual=residual)
     model.reference = build_reference(model, images[:6], masks[:6], config)
     before = score_slices(model, images[6:], masks[6:], config).score
     save_model(model, tiny_config, {"threshold": 0.0}, {}, tmp_path / "model.pt")
     loaded = load_model(tmp_path / "model.pt")
+    assert loaded.model.reference.residual == residual
     assert torch.equal(loaded.model.reference.latents, model.reference.latents)
     assert torch.equal(score_slices(loaded.model, images[6:], masks[6:], config).score, before)
 
@@ -106,7 +110,10 @@ def test_reference_settings_that_cannot_hold_are_config_errors():
     model.reference = build_reference(model, images, masks, ScoringConfig(mask_erosion=1))
     with pytest.raises(ConfigError, match="holds 4 training windows"):
         score_slices(model, images, masks, ScoringConfig(reference_k=5, mask_erosion=1))
-    with pytest.raises(ConfigError, match=r"scoring\.mask_erosion 1"):
+    with pytest.raises(ConfigError, match="True / 1 / squared, got True / 0 / squared"):
         score_slices(model, images, masks, ScoringConfig(reference_k=2, mask_erosion=0))
+    with pytest.raises(ConfigError, match="got True / 1 / luminance"):
+        asked = ScoringConfig(reference_k=2, mask_erosion=1, residual="luminance")
+        score_slices(model, images, masks, asked)
     with pytest.raises(ConfigError, match=r"0 \(off\) or more"):
         score_slices(model, images, masks, ScoringConfig(reference_k=-1))
