@@ -112,7 +112,7 @@ def run_quality(config: Config, data: str, out_dir: Path, track: bool, repeats: 
             repeats,
             config.seed,
         ),
-        *baseline_figures(sets.slices, repeats, config.seed),
+        *baseline_figures(sets.slices, repeats, config.seed, sets.lesioned),
     ]
     checks = check_targets(figures, training_minutes)
     timing = {

@@ -83,7 +83,7 @@ def evaluate_model(
     """
     detector = ModelDetector(model, config.scoring, config.compute, threshold)
     figures = [evaluate_detector(detector, sets.slices, sets.lesioned, repeats, seed)]
-    figures.extend(baseline_figures(sets.slices, repeats, seed))
+    figures.extend(baseline_figures(sets.slices, repeats, seed, sets.lesioned))
     return figures
 
 

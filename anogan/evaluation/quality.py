@@ -3,9 +3,12 @@
 For each detector: image ROC AUC and average precision, overall and per anomaly subtype
 (each subtype against all healthy slices), sensitivity at its calibrated threshold and the
 false-positive rate observed on the healthy slices, each with a stratified bootstrap 95%
-interval; the rank correlation of its score with the raw pixel standard deviation on healthy
-slices beside every AUC; and, on synthetic lesions with known masks, pixel ROC AUC, pixel
-average precision and the best Dice over thresholds. The trivial per-image baselines (pixel
+interval; two checks that the score is no proxy for how the data was acquired: the rank
+correlation of its score with the raw pixel standard deviation on healthy slices, and its AUC
+among slices of like standard deviation; and, on synthetic lesions with known masks, pixel ROC
+AUC, pixel average precision and the best Dice over thresholds, and how well the slice score
+tells each lesioned copy from healthy slices and from its own healthy slice (the same
+acquisition, so no source confound can help). The trivial per-image baselines (pixel
 standard deviation, mean, 99th percentile) are evaluated the same way, each in its better
 direction as chosen on the same data, which flatters them.
 """
@@ -23,7 +26,13 @@ from torch import nn
 
 from anogan.config import ComputeConfig, ScoringConfig
 from anogan.data.dataset import SliceSet
-from anogan.evaluation.metrics import BASELINES, contrast_correlation, pixel_metrics
+from anogan.evaluation.metrics import (
+    BASELINES,
+    contrast_correlation,
+    equal_contrast_auc,
+    lesion_detection,
+    pixel_metrics,
+)
 from anogan.models.fanogan import FAnoGAN
 from anogan.scoring.scorer import score_slices
 
@@ -97,13 +106,17 @@ class DetectorFigures:
     false_positive_rate: Estimate | None = None
     threshold: float | None = None
     contrast_spearman: float = float("nan")
+    equal_contrast_auc: float = float("nan")
     localisation: dict[str, dict[str, float]] = field(default_factory=dict)
+    lesion_detection: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
             "threshold": self.threshold,
             "contrast_spearman": self.contrast_spearman,
+            "equal_contrast_auc": self.equal_contrast_auc,
+            "lesion_detection": self.lesion_detection,
             "roc_auc": {key: value.to_dict() for key, value in self.roc_auc.items()},
             "average_precision": {
                 key: value.to_dict() for key, value in self.average_precision.items()
@@ -117,7 +130,11 @@ class DetectorFigures:
 
     def flat_metrics(self, prefix: str) -> dict[str, float]:
         """`prefix/figure[/subtype]` -> value, for MLflow (intervals as `_low`/`_high`)."""
-        flat: dict[str, float] = {f"{prefix}/contrast_spearman": self.contrast_spearman}
+        flat: dict[str, float] = {
+            f"{prefix}/contrast_spearman": self.contrast_spearman,
+            f"{prefix}/equal_contrast_auc": self.equal_contrast_auc,
+            **{f"{prefix}/{name}": value for name, value in self.lesion_detection.items()},
+        }
         tables = {
             "roc_auc": self.roc_auc,
             "average_precision": self.average_precision,
@@ -258,19 +275,22 @@ def evaluate_detector(
     figures = image_figures(
         detector.name, scores, labels, slices.subtypes, detector.threshold, repeats, seed
     )
-    healthy = labels == 0
-    figures.contrast_spearman = contrast_correlation(
-        scores[healthy], slices.raw_statistics["std"][healthy]
-    )
+    _contrast_checks(figures, scores, slices)
     if lesioned is not None:
-        figures.localisation = localisation_figures(detector, lesioned, seed)
+        lesion_scores, maps = detector.score(lesioned.images, lesioned.masks)
+        figures.localisation = _pixel_figures(maps, lesioned, seed)
+        figures.lesion_detection = _lesion_detection(scores, slices, lesion_scores, lesioned)
     return figures
 
 
 def baseline_figures(
-    slices: SliceSet, repeats: int = BOOTSTRAP_REPEATS, seed: int = 0
+    slices: SliceSet,
+    repeats: int = BOOTSTRAP_REPEATS,
+    seed: int = 0,
+    lesioned: SliceSet | None = None,
 ) -> list[DetectorFigures]:
-    """Figures of each trivial per-image statistic, in its better direction on this data."""
+    """Figures of each trivial per-image statistic, in its better direction on this data,
+    and on the lesioned copies of its healthy slices when given (in that same direction)."""
     labels = slices.labels.numpy()
     results = []
     for name in BASELINES:
@@ -278,10 +298,10 @@ def baseline_figures(
         sign = -1.0 if roc_auc(values, labels) < 0.5 else 1.0  # NaN (one class): as it is
         label = f"pixel {name}" + (" (lower = anomalous)" if sign < 0 else "")
         figures = image_figures(label, sign * values, labels, slices.subtypes, None, repeats, seed)
-        healthy = labels == 0
-        figures.contrast_spearman = contrast_correlation(
-            sign * values[healthy], slices.raw_statistics["std"][healthy]
-        )
+        _contrast_checks(figures, sign * values, slices)
+        if lesioned is not None:
+            copies = sign * np.asarray(lesioned.raw_statistics[name], np.float64)
+            figures.lesion_detection = _lesion_detection(sign * values, slices, copies, lesioned)
         results.append(figures)
     return results
 
@@ -296,6 +316,15 @@ def localisation_figures(
     if lesioned.lesion_masks is None:
         return {}
     _, maps = detector.score(lesioned.images, lesioned.masks)
+    return _pixel_figures(maps, lesioned, seed)
+
+
+def _pixel_figures(
+    maps: torch.Tensor, lesioned: SliceSet, seed: int
+) -> dict[str, dict[str, float]]:
+    """`localisation_figures` of (M, 1, H, W) maps already drawn for the lesioned slices."""
+    if lesioned.lesion_masks is None:
+        return {}
     maps_array, truth, foreground = (
         maps.numpy(),
         lesioned.lesion_masks.numpy(),
@@ -317,6 +346,7 @@ def quality_tables(figures: Sequence[DetectorFigures]) -> str:
     header = ["detector", "image ROC AUC", "average precision"]
     header += [f"AUC {subtype}" for subtype in subtypes]
     header += ["sensitivity at threshold", "observed FPR", "contrast Spearman"]
+    header += ["AUC at equal contrast", "lesioned copies: AUC / above own slice"]
     rows = [header, ["---"] * len(header)]
     for item in figures:
         row = [item.name, _cell(item.roc_auc), _cell(item.average_precision)]
@@ -325,6 +355,13 @@ def quality_tables(figures: Sequence[DetectorFigures]) -> str:
         fpr = item.false_positive_rate
         row.append(fpr.text(3) if fpr else "")
         row.append(f"{item.contrast_spearman:+.2f}")
+        row.append(f"{item.equal_contrast_auc:.3f}")
+        lesions = item.lesion_detection
+        row.append(
+            f"{lesions['lesion_roc_auc']:.3f} / {lesions['lesion_above_own']:.2f}"
+            if lesions
+            else ""
+        )
         rows.append(row)
     text = "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -347,6 +384,40 @@ def quality_tables(figures: Sequence[DetectorFigures]) -> str:
             rows.append(row)
         text += "\n\n" + "\n".join("| " + " | ".join(row) + " |" for row in rows)
     return text + "\n"
+
+
+def _contrast_checks(figures: DetectorFigures, scores: np.ndarray, slices: SliceSet) -> None:
+    """Fill in the contrast Spearman (healthy slices) and the AUC at equal contrast."""
+    labels, pixel_std = slices.labels.numpy(), slices.raw_statistics["std"]
+    healthy = labels == 0
+    figures.contrast_spearman = contrast_correlation(scores[healthy], pixel_std[healthy])
+    figures.equal_contrast_auc = equal_contrast_auc(scores, labels, pixel_std)
+
+
+def _lesion_detection(
+    scores: np.ndarray, slices: SliceSet, lesion_scores: np.ndarray, lesioned: SliceSet
+) -> dict[str, float]:
+    """`lesion_detection` of copies made from the healthy slices of `slices`."""
+    healthy = slices.labels.numpy() == 0
+    known = {
+        source: float(score)
+        for source, score, is_healthy in zip(slices.sources, scores, healthy, strict=True)
+        if is_healthy
+    }
+    return lesion_detection(known, np.asarray(lesion_scores, float), _origins(lesioned, known))
+
+
+def _origins(lesioned: SliceSet, known: dict[str, float]) -> list[str]:
+    """The source of the healthy slice each lesioned copy was made from.
+
+    A copy is named `SOURCE#INDEX-SUBTYPE` (`anogan.data.dataset.load_lesioned_slices`); its
+    slice is `SOURCE#INDEX` in a volume, or `SOURCE` where the input held one slice.
+    """
+    origins = []
+    for source, subtype in zip(lesioned.sources, lesioned.subtypes, strict=True):
+        slice_name = source.removesuffix(f"-{subtype}")
+        origins.append(slice_name if slice_name in known else slice_name.rpartition("#")[0])
+    return origins
 
 
 def _cell(table: dict[str, Estimate], key: str = OVERALL, digits: int = 3) -> str:

@@ -10,9 +10,11 @@ from anogan.data.dataset import load_lesioned_slices, load_slices
 from anogan.data.groups import grouped_holdout, near_duplicate_groups
 from anogan.data.lesions import LESION_KINDS
 from anogan.data.sources import DataItem
+from anogan.evaluation.metrics import equal_contrast_auc
 from anogan.evaluation.quality import (
     OVERALL,
     baseline_figures,
+    evaluate_detector,
     image_figures,
     localisation_figures,
     quality_tables,
@@ -198,3 +200,55 @@ def test_unnamed_subtypes_are_resampled_too():
     figures = image_figures("m", scores, labels, mixed, None, repeats=200)
     assert set(figures.roc_auc) == {OVERALL, "glioma"}
     assert figures.roc_auc[OVERALL].value == pytest.approx(roc_auc_score(labels, scores))
+
+
+def test_a_contrast_proxy_scores_chance_at_equal_contrast():
+    rng = np.random.default_rng(5)
+    labels = np.r_[np.zeros(300), np.ones(300)].astype(int)
+    pixel_std = np.r_[rng.normal(2.0, 0.5, 300), rng.normal(1.2, 0.5, 300)]  # tumours flatter
+    proxy = -pixel_std + 0.01 * rng.standard_normal(600)
+    real = labels + 0.8 * rng.standard_normal(600)  # knows the label, blind to contrast
+    proxy_loss = roc_auc_score(labels, proxy) - equal_contrast_auc(proxy, labels, pixel_std)
+    real_loss = roc_auc_score(labels, real) - equal_contrast_auc(real, labels, pixel_std)
+    assert roc_auc_score(labels, proxy) > 0.8 and proxy_loss > 0.15
+    assert abs(real_loss) < 0.05
+    assert np.isnan(equal_contrast_auc(real, np.zeros(600, int), pixel_std))
+
+
+class _OwnSliceDetector:
+    """Scores each slice 10 x its item's position; a lesioned copy scores its own slice's
+    score plus `shift`, so only a correct pairing of copies with slices sees the shift."""
+
+    name = "own"
+    threshold = None
+
+    def __init__(self, slices, lesioned, shift):
+        self.slices, self.lesioned, self.shift = slices, lesioned, shift
+
+    def score(self, images, masks):
+        copies = images is self.lesioned.images
+        chosen = self.lesioned if copies else self.slices
+        scores = 10.0 * chosen.item_index + (self.shift if copies else 0.0)
+        return scores.astype(float), torch.zeros_like(masks)
+
+
+def test_lesioned_copies_are_judged_against_their_own_slice(tmp_path):
+    from PIL import Image
+
+    items = _healthy_items(tmp_path, 3)
+    tumour = tmp_path / "t.png"
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tumour)
+    items.append(DataItem(tumour, 1, "validation", "image", "glioma"))
+    config = DataConfig(image_size=32, patch_size=32)
+    slices = load_slices(items, config, "slices")
+    lesioned = load_lesioned_slices(items[:3], config, ("bright", "dark"), (0.1,), seed=0)
+
+    above = evaluate_detector(_OwnSliceDetector(slices, lesioned, 1.0), slices, lesioned, 20)
+    below = evaluate_detector(_OwnSliceDetector(slices, lesioned, -1.0), slices, lesioned, 20)
+    same = evaluate_detector(_OwnSliceDetector(slices, lesioned, 0.0), slices, lesioned, 20)
+    assert above.lesion_detection["lesion_above_own"] == 1.0
+    assert below.lesion_detection["lesion_above_own"] == 0.0
+    assert same.lesion_detection["lesion_above_own"] == 0.5  # ties count one half
+    # Against all healthy slices the copies of the first slice score below the others.
+    assert 0.5 < above.lesion_detection["lesion_roc_auc"] < 1.0
+    assert "/ 1.00 |" in quality_tables([above])
