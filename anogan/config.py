@@ -283,7 +283,16 @@ def override_config(
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a Config from nested plain values, checking every key and type."""
-    return _build(Config, raw, prefix="")
+    config = _build(Config, raw, prefix="")
+    if config.scoring.residual == "luminance" and config.data.intensity != "zscore":
+        # NOTE: a warning, not an error: the score is defined for any intensities, but it was
+        # measured only where 0 is the slice's mean, and ranked far worse on shifted ones.
+        logger.warning(
+            "scoring.residual luminance is meant for data.intensity zscore, got %s: "
+            "its local means are compared with 0, the standardised slice's mean",
+            config.data.intensity,
+        )
+    return config
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -46,3 +46,14 @@ def test_override_config_changes_only_the_allowed_sections():
         override_config(config, ["wgan.lr=1"], ("scoring",))
     with pytest.raises(ConfigError, match=r"scoring\.refine_steps"):
         override_config(config, ["scoring.refine_steps=many"], ("scoring",))
+
+
+def test_luminance_residual_on_unstandardised_intensities_warns(caplog):
+    with caplog.at_level("WARNING", logger="anogan.config"):
+        load_config(None, ["scoring.residual=luminance", "data.intensity=minmax"])
+    assert "luminance is meant for data.intensity zscore, got minmax" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="anogan.config"):
+        load_config(None, ["scoring.residual=luminance"])
+        load_config(None, ["data.intensity=minmax"])
+    assert caplog.text == ""
